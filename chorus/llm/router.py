@@ -1,0 +1,291 @@
+"""Smart model selection: route each workflow step to a tier, retry, fall back, cost and cache.
+
+Both tiers are OpenAI-compatible endpoints reached with the official `openai` client: the premium
+tier is any hosted API, the local tier is Chorus's own Serve deployment (llama.cpp or vLLM).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import openai
+import redis.asyncio as aioredis
+from pydantic import BaseModel
+
+from chorus.llm.cache import CachedResponse, ResponseCache, cache_key
+from chorus.llm.pricing import PriceTable
+from chorus.settings import Settings, Tier
+from chorus.store import keys_for
+
+log = logging.getLogger(__name__)
+
+Messages = Sequence[dict[str, str]]
+
+_RETRYABLE = (
+    openai.APITimeoutError,
+    openai.APIConnectionError,
+    openai.RateLimitError,
+    openai.InternalServerError,
+)
+
+
+class LLMResult(BaseModel):
+    """What every model call returns, whether it hit the cache, fell back or went as asked."""
+
+    step: str
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    latency_s: float
+    tier_requested: Tier
+    tier_used: Tier
+    model: str
+    cache_hit: bool
+    fallback_reason: str | None = None
+    attempts: int = 0
+
+
+class BudgetExceeded(Exception):
+    def __init__(self, persona_id: str, spent_usd: float, budget_usd: float, needed_usd: float):
+        self.persona_id = persona_id
+        self.spent_usd = spent_usd
+        self.budget_usd = budget_usd
+        self.needed_usd = needed_usd
+        super().__init__(
+            f"persona {persona_id!r} has spent ${spent_usd:.6f} of its ${budget_usd:.6f} daily "
+            f"budget; the next call could cost up to ${needed_usd:.6f}"
+        )
+
+
+class TiersUnavailable(RuntimeError):
+    """Every tier in the chain failed; the message lists why each one did."""
+
+
+class SpendGuard(Protocol):
+    """Checks a persona's budget before a paid call and records what the call really cost."""
+
+    async def reserve(self, amount_usd: float) -> None: ...
+
+    async def settle(self, reserved_usd: float, actual_usd: float) -> None: ...
+
+
+class RouterObserver(Protocol):
+    def on_result(self, result: LLMResult) -> None: ...
+
+    def on_retry(self, step: str, tier: Tier, error: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    tier: Tier
+    model: str
+    client: openai.AsyncOpenAI
+
+
+def max_prompt_tokens(messages: Messages) -> int:
+    """An upper bound on prompt tokens that needs no tokenizer.
+
+    A BPE token encodes at least one byte, so UTF-8 bytes plus a few special tokens per message
+    bound the count for any model; budgets reserve against it so spend can never overshoot.
+    """
+    return sum(len(m["content"].encode("utf-8")) + 8 for m in messages) + 8
+
+
+class Router:
+    def __init__(
+        self,
+        settings: Settings,
+        redis_client: aioredis.Redis | None = None,
+        observer: RouterObserver | None = None,
+    ) -> None:
+        self.settings = settings
+        self.prices = PriceTable(settings.pricing)
+        self.observer = observer
+        timeout = settings.router.timeout_s
+        # Retries are the router's own (with fallback between them), so the SDK's are off.
+        self.local = _Endpoint(
+            "local",
+            settings.local.model,
+            openai.AsyncOpenAI(
+                base_url=settings.local.base_url, api_key="local", timeout=timeout, max_retries=0
+            ),
+        )
+        self.premium: _Endpoint | None = None
+        if settings.premium.configured:
+            assert settings.premium.api_key is not None
+            self.premium = _Endpoint(
+                "premium",
+                settings.premium.model,
+                openai.AsyncOpenAI(
+                    base_url=settings.premium.base_url,
+                    api_key=settings.premium.api_key.get_secret_value(),
+                    timeout=timeout,
+                    max_retries=0,
+                ),
+            )
+        else:
+            log.warning(
+                "premium tier not configured (set CHORUS_PREMIUM__API_KEY): "
+                "steps routed to premium run on the local tier"
+            )
+        self.cache = (
+            ResponseCache(redis_client, keys_for(settings), settings.cache.ttl_s)
+            if redis_client is not None and settings.cache.enabled
+            else None
+        )
+
+    async def aclose(self) -> None:
+        await self.local.client.close()
+        if self.premium is not None:
+            await self.premium.client.close()
+
+    def _chain(self, tier: Tier) -> tuple[list[_Endpoint], str | None]:
+        if self.premium is None:
+            reason = "premium_not_configured" if tier == "premium" else None
+            return [self.local], reason
+        if tier == "premium":
+            return [self.premium, self.local], None
+        return [self.local, self.premium], None
+
+    async def complete(
+        self,
+        *,
+        step: str,
+        tier: Tier,
+        messages: Messages,
+        max_tokens: int = 256,
+        temperature: float = 0.7,
+        top_p: float = 0.95,
+        stop: Sequence[str] | None = None,
+        seed: int | None = None,
+        use_cache: bool = True,
+        guard: SpendGuard | None = None,
+    ) -> LLMResult:
+        started = time.perf_counter()
+        chain, fallback_reason = self._chain(tier)
+        sampling: dict[str, Any] = {
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+            "stop": list(stop) if stop else None,
+            "seed": seed,
+        }
+        messages = [dict(m) for m in messages]
+
+        key = cache_key(chain[0].model, messages, sampling) if self.cache and use_cache else None
+        if key is not None and self.cache is not None:
+            hit = await self.cache.get(key)
+            if hit is not None:
+                return self._finish(
+                    LLMResult(
+                        step=step,
+                        text=hit.text,
+                        prompt_tokens=hit.prompt_tokens,
+                        completion_tokens=hit.completion_tokens,
+                        cost_usd=0.0,
+                        latency_s=time.perf_counter() - started,
+                        tier_requested=tier,
+                        tier_used="local" if hit.tier == "local" else "premium",
+                        model=hit.model,
+                        cache_hit=True,
+                        fallback_reason=fallback_reason,
+                    )
+                )
+
+        failures: list[str] = []
+        attempts = 0
+        for endpoint in chain:
+            reserved = self.prices.cost(
+                endpoint.tier, endpoint.model, max_prompt_tokens(messages), max_tokens
+            )
+            if guard is not None:
+                await guard.reserve(reserved)
+            try:
+                text, usage, tries = await self._call_with_retries(step, endpoint, messages, sampling)
+            except Exception as exc:
+                attempts += self.settings.router.max_retries + 1
+                if guard is not None:
+                    await guard.settle(reserved, 0.0)
+                failures.append(f"{endpoint.tier}: {type(exc).__name__}: {exc}")
+                fallback_reason = f"{endpoint.tier}_error: {type(exc).__name__}"
+                log.warning("step %s: %s tier failed (%s); trying the next tier", step, endpoint.tier, exc)
+                continue
+            attempts += tries
+            cost = self.prices.cost(endpoint.tier, endpoint.model, *usage)
+            if guard is not None:
+                await guard.settle(reserved, cost)
+            if key is not None and self.cache is not None and endpoint is chain[0]:
+                await self.cache.put(
+                    key,
+                    CachedResponse(
+                        text=text,
+                        prompt_tokens=usage[0],
+                        completion_tokens=usage[1],
+                        model=endpoint.model,
+                        tier=endpoint.tier,
+                    ),
+                )
+            return self._finish(
+                LLMResult(
+                    step=step,
+                    text=text,
+                    prompt_tokens=usage[0],
+                    completion_tokens=usage[1],
+                    cost_usd=cost,
+                    latency_s=time.perf_counter() - started,
+                    tier_requested=tier,
+                    tier_used=endpoint.tier,
+                    model=endpoint.model,
+                    cache_hit=False,
+                    fallback_reason=fallback_reason if endpoint.tier != tier else None,
+                    attempts=attempts,
+                )
+            )
+        raise TiersUnavailable(f"step {step}: every tier failed: " + "; ".join(failures))
+
+    def _finish(self, result: LLMResult) -> LLMResult:
+        if self.observer is not None:
+            self.observer.on_result(result)
+        return result
+
+    async def _call_with_retries(
+        self, step: str, endpoint: _Endpoint, messages: Messages, sampling: dict[str, Any]
+    ) -> tuple[str, tuple[int, int], int]:
+        cfg = self.settings.router
+        for attempt in range(cfg.max_retries + 1):
+            try:
+                text, usage = await self._call(endpoint, messages, sampling)
+                return text, usage, attempt + 1
+            except _RETRYABLE as exc:
+                if attempt == cfg.max_retries:
+                    raise
+                if self.observer is not None:
+                    self.observer.on_retry(step, endpoint.tier, type(exc).__name__)
+                delay = min(cfg.backoff_s * 2**attempt, cfg.backoff_max_s)
+                await asyncio.sleep(delay * (0.5 + random.random() / 2))
+        raise AssertionError("unreachable")
+
+    async def _call(
+        self, endpoint: _Endpoint, messages: Messages, sampling: dict[str, Any]
+    ) -> tuple[str, tuple[int, int]]:
+        response = await endpoint.client.chat.completions.create(
+            model=endpoint.model,
+            messages=messages,  # type: ignore[arg-type]
+            max_tokens=sampling["max_tokens"],
+            temperature=sampling["temperature"],
+            top_p=sampling["top_p"],
+            stop=sampling["stop"],
+            seed=sampling["seed"],
+        )
+        text = response.choices[0].message.content or ""
+        usage = response.usage
+        if usage is None:
+            raise openai.APIError("endpoint returned no usage", request=None, body=None)  # type: ignore[arg-type]
+        return text, (usage.prompt_tokens, usage.completion_tokens)

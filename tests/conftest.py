@@ -1,0 +1,103 @@
+"""Session fixtures: one real redis-server, one local Ray, one set of Serve applications per run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+import ray
+import redis
+from ray import serve
+
+from chorus.runtime import connect_ray, deploy_local_tier, start_serve
+from chorus.settings import Settings, load_settings
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real redis-server: CHORUS_TEST_REDIS_URL (what .ci/run starts) or one started here."""
+    url = os.environ.get("CHORUS_TEST_REDIS_URL")
+    proc = None
+    if not url:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed: run `bash .ci/run` (it installs it)")
+        port = _free_port()
+        proc = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
+        url = f"redis://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis.from_url(url).ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    if proc is not None:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture()
+def redis_client(redis_url: str) -> redis.Redis:
+    return redis.Redis.from_url(redis_url)
+
+
+# --- Ray, Serve and the local tier -------------------------------------------------------------
+
+TEST_MODEL = "gemma-3-270m"
+# The premium tier in tests is the project's own OpenAI-compatible endpoint under a priced name,
+# so real HTTP goes through the real `openai` client without any outside service.
+PREMIUM_PRICE = {"input_per_mtok": 3.0, "output_per_mtok": 12.0}
+
+
+@pytest.fixture(scope="session")
+def serve_port() -> int:
+    return _free_port()
+
+
+@pytest.fixture(scope="session")
+def settings(redis_url: str, serve_port: int) -> Settings:
+    base = f"http://127.0.0.1:{serve_port}/llm/v1"
+    return load_settings(
+        redis={"url": redis_url, "key_prefix": "chorustest"},
+        serve={"port": serve_port},
+        local={"base_url": base, "model": TEST_MODEL, "threads": 2},
+        premium={"base_url": base, "api_key": "test-premium-key", "model": TEST_MODEL},
+        pricing={"models": {TEST_MODEL: PREMIUM_PRICE}, "local_per_mtok": 0.05},
+        router={"timeout_s": 60, "max_retries": 1, "backoff_s": 0.05},
+    )
+
+
+@pytest.fixture(scope="session")
+def ray_serve(settings: Settings) -> Iterator[Settings]:
+    connect_ray(settings)
+    start_serve(settings)
+    yield settings
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def local_tier(ray_serve: Settings) -> str:
+    """The llama.cpp tier deployed on Serve; returns its OpenAI base URL."""
+    deploy_local_tier(ray_serve)
+    return ray_serve.local.base_url
