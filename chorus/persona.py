@@ -8,7 +8,15 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from chorus.settings import Tier
 
@@ -41,14 +49,13 @@ class PlatformTarget(_Strict):
     # A persona may write shorter than the platform allows, never longer.
     max_chars: int | None = Field(None, ge=40)
 
-    @model_validator(mode="after")
-    def _within_platform(self) -> PlatformTarget:
-        limit = PLATFORM_LIMITS[self.name]
-        if self.max_chars is None:
-            self.max_chars = limit
-        elif self.max_chars > limit:
-            raise ValueError(f"max_chars {self.max_chars} exceeds {self.name.value}'s limit {limit}")
-        return self
+    @field_validator("max_chars")
+    @classmethod
+    def _within_platform(cls, value: int | None, info: ValidationInfo) -> int | None:
+        name = info.data.get("name")
+        if value is not None and name is not None and value > PLATFORM_LIMITS[name]:
+            raise ValueError(f"max_chars {value} exceeds {name.value}'s limit {PLATFORM_LIMITS[name]}")
+        return value
 
     @property
     def limit(self) -> int:
@@ -138,18 +145,23 @@ class PersonaSpec(_Strict):
     cadence: Cadence = Cadence()
     model_policy: ModelPolicy = ModelPolicy()
     rules: Rules = Rules()
-    daily_budget_usd: float = Field(1.0, ge=0, le=10_000)
+    # None: the fleet-wide default from settings (budget.default_daily_usd).
+    daily_budget_usd: float | None = Field(None, ge=0, le=10_000)
 
-    @model_validator(mode="after")
-    def _unique_platforms(self) -> PersonaSpec:
-        names = [p.name for p in self.platforms]
+    @field_validator("platforms")
+    @classmethod
+    def _unique_platforms(cls, value: list[PlatformTarget]) -> list[PlatformTarget]:
+        names = [p.name for p in value]
         if len(names) != len(set(names)):
-            raise ValueError("platforms: each platform may be listed once")
-        return self
+            raise ValueError("each platform may be listed once")
+        return value
 
     @property
     def primary_platform(self) -> PlatformTarget:
         return self.platforms[0]
+
+    def budget_usd(self, default_usd: float) -> float:
+        return default_usd if self.daily_budget_usd is None else self.daily_budget_usd
 
     @property
     def max_chars(self) -> int:

@@ -2,7 +2,7 @@
 
 Sources, highest precedence first: keyword arguments, environment variables (``CHORUS_`` prefix,
 ``__`` between nested names, e.g. ``CHORUS_PREMIUM__API_KEY``), the YAML file named by
-``CHORUS_CONFIG`` (or passed as ``config_file``), then the defaults below.
+``CHORUS_CONFIG``, then the defaults below.
 """
 
 from __future__ import annotations
@@ -190,7 +190,8 @@ def _describe(exc: ValidationError) -> str:
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
         env = "CHORUS_" + "__".join(str(p).upper() for p in err["loc"])
-        lines.append(f"setting '{loc}' (env {env}): {err['msg']}")
+        message = err["msg"].removeprefix("Value error, ")
+        lines.append(f"setting '{loc}' (env {env}): {message}")
     return "invalid settings: " + "; ".join(lines)
 
 

@@ -18,6 +18,7 @@ import openai
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 
+from chorus import metrics
 from chorus.llm.cache import CachedResponse, ResponseCache, cache_key
 from chorus.llm.pricing import PriceTable
 from chorus.settings import Settings, Tier
@@ -76,12 +77,6 @@ class SpendGuard(Protocol):
     async def settle(self, reserved_usd: float, actual_usd: float) -> None: ...
 
 
-class RouterObserver(Protocol):
-    def on_result(self, result: LLMResult) -> None: ...
-
-    def on_retry(self, step: str, tier: Tier, error: str) -> None: ...
-
-
 @dataclass(frozen=True)
 class _Endpoint:
     tier: Tier
@@ -103,11 +98,9 @@ class Router:
         self,
         settings: Settings,
         redis_client: aioredis.Redis | None = None,
-        observer: RouterObserver | None = None,
     ) -> None:
         self.settings = settings
         self.prices = PriceTable(settings.pricing)
-        self.observer = observer
         timeout = settings.router.timeout_s
         # Retries are the router's own (with fallback between them), so the SDK's are off.
         self.local = _Endpoint(
@@ -167,6 +160,7 @@ class Router:
         seed: int | None = None,
         use_cache: bool = True,
         guard: SpendGuard | None = None,
+        persona: str = "none",
     ) -> LLMResult:
         started = time.perf_counter()
         chain, fallback_reason = self._chain(tier)
@@ -184,6 +178,7 @@ class Router:
             hit = await self.cache.get(key)
             if hit is not None:
                 return self._finish(
+                    persona,
                     LLMResult(
                         step=step,
                         text=hit.text,
@@ -233,6 +228,7 @@ class Router:
                     ),
                 )
             return self._finish(
+                persona,
                 LLMResult(
                     step=step,
                     text=text,
@@ -250,10 +246,29 @@ class Router:
             )
         raise TiersUnavailable(f"step {step}: every tier failed: " + "; ".join(failures))
 
-    def _finish(self, result: LLMResult) -> LLMResult:
-        if self.observer is not None:
-            self.observer.on_result(result)
+    def _finish(self, persona: str, result: LLMResult) -> LLMResult:
+        cache = "hit" if result.cache_hit else "miss"
+        metrics.inc("chorus_llm_calls_total", step=result.step, tier=result.tier_used,
+                    model=result.model, cache=cache)
+        metrics.observe("chorus_llm_latency_seconds", result.latency_s, step=result.step,
+                        tier=result.tier_used, cache=cache)
+        metrics.inc("chorus_llm_cost_usd_total", result.cost_usd, persona=persona,
+                    step=result.step, tier=result.tier_used, model=result.model)
+        metrics.inc("chorus_llm_premium_equivalent_usd_total", self.premium_equivalent(result),
+                    persona=persona, tier=result.tier_used, cache=cache)
+        if not result.cache_hit:
+            for direction, count in (("in", result.prompt_tokens), ("out", result.completion_tokens)):
+                metrics.inc("chorus_llm_tokens_total", count, persona=persona,
+                            tier=result.tier_used, model=result.model, direction=direction)
+        if result.fallback_reason is not None:
+            metrics.inc("chorus_llm_fallbacks_total", step=result.step, tier=result.tier_used,
+                        reason=result.fallback_reason.split(":")[0])
         return result
+
+    def premium_equivalent(self, result: LLMResult) -> float:
+        """What the call would have cost on the premium tier: the baseline savings are shown against."""
+        model = self.settings.premium.model
+        return self.prices.cost("premium", model, result.prompt_tokens, result.completion_tokens)
 
     async def _call_with_retries(
         self, step: str, endpoint: _Endpoint, messages: Messages, sampling: dict[str, Any]
@@ -266,8 +281,8 @@ class Router:
             except _RETRYABLE as exc:
                 if attempt == cfg.max_retries:
                     raise
-                if self.observer is not None:
-                    self.observer.on_retry(step, endpoint.tier, type(exc).__name__)
+                metrics.inc("chorus_llm_retries_total", step=step, tier=endpoint.tier,
+                            reason=type(exc).__name__)
                 delay = min(cfg.backoff_s * 2**attempt, cfg.backoff_max_s)
                 await asyncio.sleep(delay * (0.5 + random.random() / 2))
         raise AssertionError("unreachable")

@@ -1,0 +1,335 @@
+"""Persona specs: the shipped ones are valid and obey their own rules; bad ones fail clearly."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from chorus.persona import (
+    PLATFORM_LIMITS,
+    WORKFLOW_STEPS,
+    ModelPolicy,
+    PersonaSpec,
+    PersonaSpecError,
+    Platform,
+    load_persona_dir,
+    load_persona_file,
+    load_persona_text,
+    parse_persona,
+)
+
+PERSONA_DIR = Path(__file__).resolve().parent.parent / "personas"
+PERSONA_FILES = sorted([*PERSONA_DIR.glob("*.yaml"), *PERSONA_DIR.glob("*.yml")])
+
+HASHTAG = re.compile(r"#\w+")
+
+
+def _hashtags(post: str) -> list[str]:
+    return HASHTAG.findall(post)
+
+
+def _contains_word(text: str, word: str) -> bool:
+    """Case-insensitive whole-word (or whole-phrase) match."""
+    return re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text, flags=re.IGNORECASE) is not None
+
+
+def _load(path: Path) -> PersonaSpec:
+    return load_persona_file(path)
+
+
+# --------------------------------------------------------------------------- shipped personas
+
+
+def test_persona_folder_has_enough_personas() -> None:
+    assert len(PERSONA_FILES) >= 6
+
+
+def test_all_personas_load_and_ids_are_unique() -> None:
+    specs = load_persona_dir(PERSONA_DIR)
+    assert len(specs) == len(PERSONA_FILES)
+    ids = [spec.id for spec in specs]
+    assert len(ids) == len(set(ids))
+
+
+@pytest.mark.parametrize("path", PERSONA_FILES, ids=lambda p: p.stem)
+def test_file_name_is_the_id(path: Path) -> None:
+    spec = _load(path)
+    assert path.name == f"{spec.id}.yaml"
+
+
+@pytest.mark.parametrize("path", PERSONA_FILES, ids=lambda p: p.stem)
+def test_persona_is_complete(path: Path) -> None:
+    spec = _load(path)
+    assert 5 <= len(spec.topics) <= 8
+    assert spec.banned_words, "a brand persona should ban some words"
+    assert spec.banned_topics, "a brand persona should ban some topics"
+    assert 3 <= len(spec.example_posts) <= 4
+    assert spec.daily_budget_usd is not None and 0.2 <= spec.daily_budget_usd <= 5
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert "timezone" in raw.get("cadence", {}), "set a real IANA time zone explicitly"
+
+
+@pytest.mark.parametrize("path", PERSONA_FILES, ids=lambda p: p.stem)
+def test_example_posts_follow_the_personas_rules(path: Path) -> None:
+    spec = _load(path)
+    for post in spec.example_posts:
+        assert len(post) <= spec.max_chars, f"{post!r} is longer than {spec.max_chars}"
+        # Few-shot examples for a tiny base model: one line, none of the document's markers.
+        assert "\n" not in post
+        assert not any(marker in post for marker in ("###", "Post:", "Topic:")), post
+        tags = {tag.lower() for tag in _hashtags(post)}
+        for required in spec.rules.required_hashtags:
+            assert required.lower() in tags, f"{post!r} lacks {required}"
+        count = len(_hashtags(post))
+        assert spec.rules.min_hashtags <= count <= spec.rules.max_hashtags, (
+            f"{post!r} has {count} hashtags, "
+            f"allowed {spec.rules.min_hashtags}..{spec.rules.max_hashtags}"
+        )
+        for word in spec.banned_words:
+            assert not _contains_word(post, word), f"{post!r} uses banned word {word!r}"
+
+
+def test_fleet_varies_its_model_policy() -> None:
+    specs = load_persona_dir(PERSONA_DIR)
+    steps = list(ModelPolicy.model_fields)
+    policies = {tuple(spec.model_policy.tier_for(step) for step in steps) for spec in specs}
+    assert len(policies) >= 2
+    assert tuple("local" for _ in steps) in policies, "one persona should run all-local"
+
+
+def test_max_chars_is_the_strictest_platform() -> None:
+    spec = parse_persona(_valid(platforms=[{"name": "linkedin"}, {"name": "bluesky"}]))
+    assert spec.primary_platform.name is Platform.linkedin
+    assert spec.platforms[0].limit == PLATFORM_LIMITS[Platform.linkedin]
+    assert spec.max_chars == PLATFORM_LIMITS[Platform.bluesky]
+
+
+def test_word_match_helper() -> None:
+    assert _contains_word("So CHEAP today", "cheap")
+    assert not _contains_word("cheapest beans", "cheap")
+    assert _contains_word("it is 100% secure.", "100% secure")
+    assert _contains_word("a game-changer!", "game-changer")
+
+
+# --------------------------------------------------------------------------- invalid specs
+
+_BASE: dict[str, Any] = {
+    "id": "test-persona",
+    "display_name": "Test Persona",
+    "platforms": [{"name": "x"}],
+    "voice": "Plain and friendly, one idea per post.",
+    "tone": ["plain"],
+    "audience": "Testers",
+    "topics": ["testing"],
+    "example_posts": ["Tests pass. Ship it."],
+}
+
+
+def _valid(**changes: Any) -> dict[str, Any]:
+    data = copy.deepcopy(_BASE)
+    data.update(changes)
+    return data
+
+
+def _write(tmp_path: Path, data: Any, name: str = "bad.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def _error_for(path: Path) -> PersonaSpecError:
+    with pytest.raises(PersonaSpecError) as info:
+        load_persona_file(path)
+    return info.value
+
+
+def test_valid_base_loads(tmp_path: Path) -> None:
+    spec = load_persona_file(_write(tmp_path, _valid(), "ok.yaml"))
+    assert spec.id == "test-persona"
+    assert spec.max_chars == 280
+
+
+def _without(field: str) -> dict[str, Any]:
+    data = _valid()
+    del data[field]
+    return data
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "fragment"),
+    [
+        pytest.param(_valid(id="Bad_ID"), "id", "should match pattern", id="bad-id-slug"),
+        pytest.param(_valid(id="-lead"), "id", "should match pattern", id="id-leading-dash"),
+        pytest.param(
+            _valid(platforms=[{"name": "myspace"}]),
+            "platforms[0].name",
+            "'x', 'bluesky', 'mastodon' or 'linkedin'",
+            id="unknown-platform",
+        ),
+        pytest.param(
+            _valid(platforms=[{"name": "x", "max_chars": 400}]),
+            "platforms[0].max_chars",
+            "max_chars 400 exceeds x's limit 280",
+            id="max-chars-above-limit",
+        ),
+        pytest.param(
+            _valid(platforms=[{"name": "x"}, {"name": "linkedin", "max_chars": 5000}]),
+            "platforms[1].max_chars",
+            "max_chars 5000 exceeds linkedin's limit 3000",
+            id="max-chars-above-limit-second-platform",
+        ),
+        pytest.param(
+            _valid(platforms=[{"name": "x", "max_chars": 10}]),
+            "platforms[0].max_chars",
+            "greater than or equal to 40",
+            id="max-chars-too-small",
+        ),
+        pytest.param(_valid(topcis=["typo"]), "topcis", "unknown field", id="unknown-field-typo"),
+        pytest.param(
+            _valid(cadence={"timezon": "UTC"}),
+            "cadence.timezon",
+            "unknown field",
+            id="unknown-nested-field",
+        ),
+        pytest.param(
+            _valid(cadence={"timezone": "Mars/Olympus_Mons"}),
+            "cadence.timezone",
+            "unknown time zone 'Mars/Olympus_Mons'",
+            id="bad-timezone",
+        ),
+        pytest.param(
+            _valid(cadence={"active_hours": [18, 9]}),
+            "cadence.active_hours",
+            "0 <= start < end <= 24",
+            id="active-hours-reversed",
+        ),
+        pytest.param(
+            _valid(cadence={"active_hours": [9, 25]}),
+            "cadence.active_hours",
+            "0 <= start < end <= 24",
+            id="active-hours-past-midnight",
+        ),
+        pytest.param(
+            _valid(daily_budget_usd=-1),
+            "daily_budget_usd",
+            "greater than or equal to 0",
+            id="negative-budget",
+        ),
+        pytest.param(
+            _valid(model_policy={"hook": "gold"}),
+            "model_policy.hook",
+            "'premium' or 'local'",
+            id="unknown-tier",
+        ),
+        pytest.param(
+            _valid(rules={"required_hashtags": ["nohash"]}),
+            "rules.required_hashtags",
+            "must look like #word",
+            id="bad-hashtag",
+        ),
+        pytest.param(
+            _valid(rules={"min_hashtags": 3, "max_hashtags": 1}),
+            "rules",
+            "min_hashtags must not exceed max_hashtags",
+            id="hashtag-bounds",
+        ),
+        pytest.param(
+            _valid(rules={"no_cache_steps": ["publish"]}),
+            "rules.no_cache_steps",
+            f"unknown step 'publish'; steps are {', '.join(WORKFLOW_STEPS)}",
+            id="unknown-step",
+        ),
+        pytest.param(_without("voice"), "voice", "Field required", id="missing-required-field"),
+        pytest.param(
+            _valid(example_posts=[]),
+            "example_posts",
+            "at least 1 item",
+            id="no-example-posts",
+        ),
+    ],
+)
+def test_invalid_spec_names_file_field_and_problem(
+    tmp_path: Path, data: dict[str, Any], field: str, fragment: str
+) -> None:
+    path = _write(tmp_path, data)
+    err = _error_for(path)
+    text = str(err)
+    assert err.source == str(path)
+    assert err.field == field
+    assert fragment in err.message
+    assert text.startswith(f"{path}: {field}: ")
+    assert fragment in text
+
+
+def test_duplicate_platform(tmp_path: Path) -> None:
+    path = _write(tmp_path, _valid(platforms=[{"name": "x"}, {"name": "x"}]))
+    assert str(_error_for(path)) == f"{path}: platforms: each platform may be listed once"
+
+
+def test_max_chars_error_points_at_the_max_chars_field(tmp_path: Path) -> None:
+    path = _write(tmp_path, _valid(platforms=[{"name": "x", "max_chars": 400}]))
+    assert _error_for(path).field == "platforms[0].max_chars"
+
+
+def test_invalid_yaml_syntax_names_file_and_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, "id: broken\ntopics: [one, two\nvoice: x\n")
+    err = _error_for(path)
+    assert err.source == str(path)
+    assert str(path) in str(err)
+    assert "not valid YAML" in str(err)
+    assert re.search(r"line \d+", str(err))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("- id: a\n- id: b\n", id="list"),
+        pytest.param("just a string\n", id="scalar"),
+        pytest.param("", id="empty"),
+    ],
+)
+def test_not_a_mapping(tmp_path: Path, text: str) -> None:
+    path = _write(tmp_path, text)
+    err = _error_for(path)
+    assert str(err) == f"{path}: a persona spec must be a mapping of fields"
+
+
+def test_missing_file_names_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    err = _error_for(path)
+    assert str(path) in str(err)
+    assert "cannot read file" in str(err)
+
+
+def test_duplicate_ids_in_a_folder(tmp_path: Path) -> None:
+    first = _write(tmp_path, _valid(id="same-id"), "a.yaml")
+    second = _write(tmp_path, _valid(id="same-id", display_name="Other"), "b.yml")
+    with pytest.raises(PersonaSpecError) as info:
+        load_persona_dir(tmp_path)
+    err = info.value
+    assert err.source == str(second)
+    assert err.field == "id"
+    assert "duplicate id 'same-id'" in str(err)
+    assert str(first) in str(err)
+
+
+def test_folder_reports_the_bad_file(tmp_path: Path) -> None:
+    _write(tmp_path, _valid(id="good-one"), "a.yaml")
+    bad = _write(tmp_path, _valid(id="bad-one", daily_budget_usd=-5), "b.yaml")
+    with pytest.raises(PersonaSpecError) as info:
+        load_persona_dir(tmp_path)
+    assert info.value.source == str(bad)
+    assert info.value.field == "daily_budget_usd"
+
+
+def test_text_and_data_loaders_use_the_given_source() -> None:
+    with pytest.raises(PersonaSpecError, match=r"^inline: id: "):
+        load_persona_text(yaml.safe_dump(_valid(id="X")), "inline")
+    with pytest.raises(PersonaSpecError, match=r"^<persona>: a persona spec must be a mapping"):
+        parse_persona(["not", "a", "mapping"])
+    assert isinstance(PersonaSpecError("f", "g", "h"), ValueError)

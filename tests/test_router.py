@@ -1,0 +1,143 @@
+"""The router over real tiers: policy, fallback, retries, costs and the Redis cache."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from chorus.llm.pricing import PriceTable
+from chorus.llm.router import BudgetExceeded, LLMResult, Router, max_prompt_tokens
+from chorus.settings import Settings
+from tests.conftest import PREMIUM_PRICE, _free_port
+
+
+def _messages(tag: str | None = None) -> list[dict[str, str]]:
+    # A unique line keeps one test's cache entries out of another's.
+    tag = tag or uuid.uuid4().hex
+    return [{"role": "user", "content": f"Notes {tag}.\n\nPost: Fresh beans today. #coffee\n###\nPost:"}]
+
+
+@pytest.fixture()
+async def aredis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(settings.redis.url)
+    yield client
+    await client.aclose()
+
+
+def _router(settings: Settings, client: aioredis.Redis | None, **changes: object) -> Router:
+    return Router(settings.model_copy(update=changes), client)
+
+
+async def test_policy_routes_each_step_to_its_tier(settings: Settings, local_tier: str, aredis: aioredis.Redis) -> None:
+    router = _router(settings, aredis)
+    premium = await router.complete(step="hook", tier="premium", messages=_messages(), max_tokens=8)
+    local = await router.complete(step="body", tier="local", messages=_messages(), max_tokens=8)
+    assert (premium.tier_used, premium.fallback_reason) == ("premium", None)
+    assert (local.tier_used, local.fallback_reason) == ("local", None)
+    assert premium.text and local.text
+    await router.aclose()
+
+
+async def test_costs_follow_the_price_table(settings: Settings, local_tier: str, aredis: aioredis.Redis) -> None:
+    router = _router(settings, aredis)
+    premium = await router.complete(step="hook", tier="premium", messages=_messages(), max_tokens=8)
+    local = await router.complete(step="body", tier="local", messages=_messages(), max_tokens=8)
+    expected_premium = (
+        premium.prompt_tokens * PREMIUM_PRICE["input_per_mtok"]
+        + premium.completion_tokens * PREMIUM_PRICE["output_per_mtok"]
+    ) / 1e6
+    assert premium.cost_usd == pytest.approx(expected_premium)
+    assert local.cost_usd == pytest.approx(
+        (local.prompt_tokens + local.completion_tokens) * settings.pricing.local_per_mtok / 1e6
+    )
+    assert premium.prompt_tokens > 0 and premium.completion_tokens > 0
+    await router.aclose()
+
+
+async def test_repeated_call_is_a_free_cache_hit(settings: Settings, local_tier: str, aredis: aioredis.Redis) -> None:
+    router = _router(settings, aredis)
+    messages = _messages()
+    first = await router.complete(step="body", tier="local", messages=messages, max_tokens=12, temperature=0)
+    again = await router.complete(step="body", tier="local", messages=messages, max_tokens=12, temperature=0)
+    assert not first.cache_hit and first.cost_usd > 0
+    assert again.cache_hit and again.cost_usd == 0
+    assert (again.text, again.prompt_tokens, again.completion_tokens) == (
+        first.text, first.prompt_tokens, first.completion_tokens
+    )
+    # Other sampling parameters are another request, and a step may opt out.
+    other = await router.complete(step="body", tier="local", messages=messages, max_tokens=13, temperature=0)
+    assert not other.cache_hit
+    opted_out = await router.complete(
+        step="body", tier="local", messages=messages, max_tokens=12, temperature=0, use_cache=False
+    )
+    assert not opted_out.cache_hit and opted_out.cost_usd > 0
+    await router.aclose()
+
+
+async def test_premium_down_falls_back_to_local(settings: Settings, local_tier: str, aredis: aioredis.Redis) -> None:
+    closed = f"http://127.0.0.1:{_free_port()}/v1"
+    down = settings.model_copy(
+        update={"premium": settings.premium.model_copy(update={"base_url": closed})}
+    )
+    router = Router(down, aredis)
+    result = await router.complete(step="hook", tier="premium", messages=_messages(), max_tokens=8)
+    assert result.tier_requested == "premium"
+    assert result.tier_used == "local"
+    assert result.fallback_reason == "premium_error: APIConnectionError"
+    # The premium tier was tried max_retries + 1 times before the local tier answered once.
+    assert result.attempts == settings.router.max_retries + 2
+    await router.aclose()
+
+
+async def test_no_premium_key_uses_local_and_says_so(settings: Settings, local_tier: str, aredis: aioredis.Redis) -> None:
+    unkeyed = settings.model_copy(
+        update={"premium": settings.premium.model_copy(update={"api_key": None})}
+    )
+    router = Router(unkeyed, aredis)
+    assert router.premium is None
+    result = await router.complete(step="hook", tier="premium", messages=_messages(), max_tokens=8)
+    assert (result.tier_used, result.fallback_reason) == ("local", "premium_not_configured")
+    await router.aclose()
+
+
+class _Ledger:
+    """A spend guard that records what the router reserves and settles."""
+
+    def __init__(self, budget: float) -> None:
+        self.budget, self.spent, self.calls = budget, 0.0, []
+
+    async def reserve(self, amount_usd: float) -> None:
+        if self.spent + amount_usd > self.budget:
+            raise BudgetExceeded("p", self.spent, self.budget, amount_usd)
+        self.spent += amount_usd
+        self.calls.append(("reserve", amount_usd))
+
+    async def settle(self, reserved_usd: float, actual_usd: float) -> None:
+        self.spent += actual_usd - reserved_usd
+        self.calls.append(("settle", actual_usd))
+
+
+async def test_guard_reserves_an_upper_bound_then_settles_the_real_cost(
+    settings: Settings, local_tier: str, aredis: aioredis.Redis
+) -> None:
+    router = _router(settings, aredis)
+    ledger = _Ledger(budget=1.0)
+    messages = _messages()
+    result: LLMResult = await router.complete(
+        step="hook", tier="premium", messages=messages, max_tokens=8, guard=ledger
+    )
+    (_, reserved), (_, settled) = ledger.calls
+    assert reserved == pytest.approx(
+        PriceTable(settings.pricing).cost("premium", settings.premium.model, max_prompt_tokens(messages), 8)
+    )
+    assert settled == pytest.approx(result.cost_usd) and settled <= reserved
+    assert ledger.spent == pytest.approx(result.cost_usd)
+    # A budget below the worst case refuses before any call is made or paid.
+    broke = _Ledger(budget=reserved / 2)
+    with pytest.raises(BudgetExceeded):
+        await router.complete(step="hook", tier="premium", messages=_messages(), max_tokens=8, guard=broke)
+    assert broke.spent == 0 and broke.calls == []
+    await router.aclose()
