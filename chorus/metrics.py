@@ -16,8 +16,7 @@ log = logging.getLogger(__name__)
 
 # The tag keys metrics may use: each one ranges over a bounded, known set of values.
 BOUNDED_TAGS = frozenset(
-    {"persona", "platform", "status", "node", "step", "tier", "model", "cache", "reason",
-     "direction", "kind"}
+    {"persona", "platform", "status", "node", "step", "tier", "model", "cache", "reason", "direction", "kind"}
 )
 
 # Fits LLM latencies: cache hits in milliseconds up to slow premium calls in minutes.
@@ -36,57 +35,98 @@ class MetricDef:
 
 _DEFS = [
     # Business
-    MetricDef("chorus_posts_total", "counter",
-              "Posts finished by the content workflow, by final status.",
-              ("persona", "platform", "status")),
-    MetricDef("chorus_post_cost_usd", "histogram",
-              "Model spend of one finished post in USD (sum/count gives cost per post).",
-              ("persona", "status"), tuple(COST_BUCKETS)),
-    MetricDef("chorus_llm_cost_usd_total", "counter",
-              "USD spent on model calls, from the price table.", ("persona", "step", "tier", "model")),
-    MetricDef("chorus_llm_premium_equivalent_usd_total", "counter",
-              "What each model call would have cost on the premium tier (all-premium baseline).",
-              ("persona", "tier", "cache")),
-    MetricDef("chorus_llm_tokens_total", "counter",
-              "Model tokens, in (prompt) and out (completion).",
-              ("persona", "tier", "model", "direction")),
-    MetricDef("chorus_persona_spend_today_usd", "gauge",
-              "A persona's spend so far today (UTC).", ("persona",)),
-    MetricDef("chorus_persona_daily_budget_usd", "gauge",
-              "A persona's daily budget in USD.", ("persona",)),
-    MetricDef("chorus_engagement_rate", "gauge",
-              "Engagements per impression reported by the platform (absent until reported).",
-              ("persona", "platform")),
-    MetricDef("chorus_followers", "gauge",
-              "Followers reported by the platform (absent until reported).", ("persona", "platform")),
+    MetricDef(
+        "chorus_posts_total",
+        "counter",
+        "Posts finished by the content workflow, by final status.",
+        ("persona", "platform", "status"),
+    ),
+    MetricDef(
+        "chorus_post_cost_usd",
+        "histogram",
+        "Model spend of one finished post in USD (sum/count gives cost per post).",
+        ("persona", "status"),
+        tuple(COST_BUCKETS),
+    ),
+    MetricDef(
+        "chorus_llm_cost_usd_total",
+        "counter",
+        "USD spent on model calls, from the price table.",
+        ("persona", "step", "tier", "model"),
+    ),
+    MetricDef(
+        "chorus_llm_premium_equivalent_usd_total",
+        "counter",
+        "What each model call would have cost on the premium tier (all-premium baseline).",
+        ("persona", "tier", "cache"),
+    ),
+    MetricDef(
+        "chorus_llm_tokens_total",
+        "counter",
+        "Model tokens, in (prompt) and out (completion).",
+        ("persona", "tier", "model", "direction"),
+    ),
+    MetricDef(
+        "chorus_persona_spend_today_usd", "gauge", "A persona's spend so far today (UTC).", ("persona",)
+    ),
+    MetricDef("chorus_persona_daily_budget_usd", "gauge", "A persona's daily budget in USD.", ("persona",)),
+    MetricDef(
+        "chorus_engagement_rate",
+        "gauge",
+        "Engagements per impression reported by the platform (absent until reported).",
+        ("persona", "platform"),
+    ),
+    MetricDef(
+        "chorus_followers",
+        "gauge",
+        "Followers reported by the platform (absent until reported).",
+        ("persona", "platform"),
+    ),
     # Application
-    MetricDef("chorus_node_duration_seconds", "histogram",
-              "Wall time of one content-workflow node.", ("persona", "node"),
-              tuple(LATENCY_BUCKETS)),
-    MetricDef("chorus_rewrites_total", "counter",
-              "Rewrites after a failed review.", ("persona",)),
-    MetricDef("chorus_llm_calls_total", "counter",
-              "Model calls by step, tier used and cache result.", ("step", "tier", "model", "cache")),
-    MetricDef("chorus_llm_latency_seconds", "histogram",
-              "Latency of model calls as the router saw them.", ("step", "tier", "cache"),
-              tuple(LATENCY_BUCKETS)),
-    MetricDef("chorus_llm_fallbacks_total", "counter",
-              "Calls served by another tier than the policy asked for.", ("step", "tier", "reason")),
-    MetricDef("chorus_llm_retries_total", "counter",
-              "Retries of a failed model call.", ("step", "tier", "reason")),
-    MetricDef("chorus_job_errors_total", "counter",
-              "Jobs that ended in an error.", ("persona", "kind")),
-    MetricDef("chorus_job_queue_depth", "gauge",
-              "Jobs submitted and not yet finished, fleet-wide.", ()),
-    MetricDef("chorus_job_wait_seconds", "histogram",
-              "Time from a job's submission to the start of its workflow.", (),
-              tuple(LATENCY_BUCKETS)),
-    MetricDef("chorus_active_personas", "gauge",
-              "Persona actors currently holding a process.", ()),
-    MetricDef("chorus_activations_total", "counter",
-              "Persona actors started (cold activations).", ()),
-    MetricDef("chorus_passivations_total", "counter",
-              "Persona actors stopped to free their process.", ("reason",)),
+    MetricDef(
+        "chorus_node_duration_seconds",
+        "histogram",
+        "Wall time of one content-workflow node.",
+        ("persona", "node"),
+        tuple(LATENCY_BUCKETS),
+    ),
+    MetricDef("chorus_rewrites_total", "counter", "Rewrites after a failed review.", ("persona",)),
+    MetricDef(
+        "chorus_llm_calls_total",
+        "counter",
+        "Model calls by step, tier used and cache result.",
+        ("step", "tier", "model", "cache"),
+    ),
+    MetricDef(
+        "chorus_llm_latency_seconds",
+        "histogram",
+        "Latency of model calls as the router saw them.",
+        ("step", "tier", "cache"),
+        tuple(LATENCY_BUCKETS),
+    ),
+    MetricDef(
+        "chorus_llm_fallbacks_total",
+        "counter",
+        "Calls served by another tier than the policy asked for.",
+        ("step", "tier", "reason"),
+    ),
+    MetricDef(
+        "chorus_llm_retries_total", "counter", "Retries of a failed model call.", ("step", "tier", "reason")
+    ),
+    MetricDef("chorus_job_errors_total", "counter", "Jobs that ended in an error.", ("persona", "kind")),
+    MetricDef("chorus_job_queue_depth", "gauge", "Jobs submitted and not yet finished, fleet-wide.", ()),
+    MetricDef(
+        "chorus_job_wait_seconds",
+        "histogram",
+        "Time from a job's submission to the start of its workflow.",
+        (),
+        tuple(LATENCY_BUCKETS),
+    ),
+    MetricDef("chorus_active_personas", "gauge", "Persona actors currently holding a process.", ()),
+    MetricDef("chorus_activations_total", "counter", "Persona actors started (cold activations).", ()),
+    MetricDef(
+        "chorus_passivations_total", "counter", "Persona actors stopped to free their process.", ("reason",)
+    ),
     # Infrastructure, from the application's side
     MetricDef("chorus_redis_up", "gauge", "1 when Redis answered the last ping.", ()),
     MetricDef("chorus_redis_ping_seconds", "gauge", "Round trip of the last Redis ping.", ()),

@@ -81,7 +81,7 @@ class Cadence(_Strict):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Paris)")
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Paris)") from None
         return value
 
 

@@ -151,9 +151,7 @@ class _YamlSource(PydanticBaseSettingsSource):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="CHORUS_", env_nested_delimiter="__", extra="forbid"
-    )
+    model_config = SettingsConfigDict(env_prefix="CHORUS_", env_nested_delimiter="__", extra="forbid")
 
     redis: RedisSettings = RedisSettings()
     local: LocalTierSettings = LocalTierSettings()

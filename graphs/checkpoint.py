@@ -234,9 +234,7 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         found = (
             tup
             for space in sorted(map(_str, spaces))
-            for raw in client.zrevrangebylex(
-                self._key(thread_id, "idx", space), _upper(before), "-"
-            )
+            for raw in client.zrevrangebylex(self._key(thread_id, "idx", space), _upper(before), "-")
             if only in (None, _str(raw))
             and (tup := self._fetch(thread_id, space, _str(raw))) is not None
             and _matches(tup, filter)

@@ -7,7 +7,6 @@ Routes match Ray Serve LLM's OpenAI ingress (`/v1/models`, `/v1/completions`,
 `/v1/chat/completions`), so the router and the `openai` SDK cannot tell this tier from vLLM.
 """
 
-
 import json
 import logging
 import time
@@ -126,9 +125,7 @@ class LlamaCppServer:
         self._check_model(req.model)
         params = _params(req, default_max=16)
         if req.stream:
-            return StreamingResponse(
-                self._stream_completion(req, params), media_type="text/event-stream"
-            )
+            return StreamingResponse(self._stream_completion(req, params), media_type="text/event-stream")
         out = await self.engine.complete(req.prompt, params)
         return CompletionResponse(
             model=self.model,
@@ -136,15 +133,11 @@ class LlamaCppServer:
             usage=_usage(out),
         )
 
-    async def _stream_completion(
-        self, req: CompletionRequest, params: SamplingParams
-    ) -> AsyncIterator[str]:
+    async def _stream_completion(self, req: CompletionRequest, params: SamplingParams) -> AsyncIterator[str]:
         head = CompletionResponse(model=self.model, choices=[])
         async for item in self.engine.stream(req.prompt, params):
             if isinstance(item, str):
-                chunk = head.model_copy(
-                    update={"choices": [CompletionChoice(text=item, finish_reason=None)]}
-                )
+                chunk = head.model_copy(update={"choices": [CompletionChoice(text=item, finish_reason=None)]})
                 yield _sse(chunk.model_dump_json(exclude={"usage"}))
             else:
                 final = head.model_copy(
@@ -196,7 +189,9 @@ class LlamaCppServer:
                     yield chunk(DeltaMessage(content=item))
                 else:
                     include = bool(req.stream_options and req.stream_options.include_usage)
-                    yield chunk(DeltaMessage(), _finish(item.finish_reason), _usage(item) if include else None)
+                    yield chunk(
+                        DeltaMessage(), _finish(item.finish_reason), _usage(item) if include else None
+                    )
         except ValueError as exc:
             # Headers are already sent: report the error in the stream, as OpenAI does.
             yield _sse(json.dumps({"error": {"message": str(exc), "type": "invalid_request_error"}}))

@@ -21,9 +21,7 @@ class CachedResponse(BaseModel):
     tier: str
 
 
-def cache_key(
-    model: str, messages: Sequence[dict[str, str]], sampling: dict[str, Any]
-) -> str:
+def cache_key(model: str, messages: Sequence[dict[str, str]], sampling: dict[str, Any]) -> str:
     # Canonical JSON, so dict ordering in callers cannot split one request into two entries.
     blob = json.dumps(
         {"model": model, "messages": list(messages), "sampling": sampling},

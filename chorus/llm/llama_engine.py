@@ -110,9 +110,7 @@ class LlamaEngine:
     Throughput scales with Serve replicas, each with its own context and threads.
     """
 
-    def __init__(
-        self, model_path: Path, *, threads: int, context_tokens: int, model_name: str
-    ) -> None:
+    def __init__(self, model_path: Path, *, threads: int, context_tokens: int, model_name: str) -> None:
         from llama_cpp import Llama
 
         self.model_name = model_name

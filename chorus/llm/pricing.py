@@ -17,6 +17,4 @@ class PriceTable:
 
     def cost(self, tier: Tier, model: str, prompt_tokens: int, completion_tokens: int) -> float:
         price = self.price(tier, model)
-        return (
-            prompt_tokens * price.input_per_mtok + completion_tokens * price.output_per_mtok
-        ) / 1_000_000
+        return (prompt_tokens * price.input_per_mtok + completion_tokens * price.output_per_mtok) / 1_000_000

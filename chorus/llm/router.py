@@ -191,7 +191,7 @@ class Router:
                         model=hit.model,
                         cache_hit=True,
                         fallback_reason=fallback_reason,
-                    )
+                    ),
                 )
 
         failures: list[str] = []
@@ -242,27 +242,54 @@ class Router:
                     cache_hit=False,
                     fallback_reason=fallback_reason if endpoint.tier != tier else None,
                     attempts=attempts,
-                )
+                ),
             )
         raise TiersUnavailable(f"step {step}: every tier failed: " + "; ".join(failures))
 
     def _finish(self, persona: str, result: LLMResult) -> LLMResult:
         cache = "hit" if result.cache_hit else "miss"
-        metrics.inc("chorus_llm_calls_total", step=result.step, tier=result.tier_used,
-                    model=result.model, cache=cache)
-        metrics.observe("chorus_llm_latency_seconds", result.latency_s, step=result.step,
-                        tier=result.tier_used, cache=cache)
-        metrics.inc("chorus_llm_cost_usd_total", result.cost_usd, persona=persona,
-                    step=result.step, tier=result.tier_used, model=result.model)
-        metrics.inc("chorus_llm_premium_equivalent_usd_total", self.premium_equivalent(result),
-                    persona=persona, tier=result.tier_used, cache=cache)
+        metrics.inc(
+            "chorus_llm_calls_total", step=result.step, tier=result.tier_used, model=result.model, cache=cache
+        )
+        metrics.observe(
+            "chorus_llm_latency_seconds",
+            result.latency_s,
+            step=result.step,
+            tier=result.tier_used,
+            cache=cache,
+        )
+        metrics.inc(
+            "chorus_llm_cost_usd_total",
+            result.cost_usd,
+            persona=persona,
+            step=result.step,
+            tier=result.tier_used,
+            model=result.model,
+        )
+        metrics.inc(
+            "chorus_llm_premium_equivalent_usd_total",
+            self.premium_equivalent(result),
+            persona=persona,
+            tier=result.tier_used,
+            cache=cache,
+        )
         if not result.cache_hit:
             for direction, count in (("in", result.prompt_tokens), ("out", result.completion_tokens)):
-                metrics.inc("chorus_llm_tokens_total", count, persona=persona,
-                            tier=result.tier_used, model=result.model, direction=direction)
+                metrics.inc(
+                    "chorus_llm_tokens_total",
+                    count,
+                    persona=persona,
+                    tier=result.tier_used,
+                    model=result.model,
+                    direction=direction,
+                )
         if result.fallback_reason is not None:
-            metrics.inc("chorus_llm_fallbacks_total", step=result.step, tier=result.tier_used,
-                        reason=result.fallback_reason.split(":")[0])
+            metrics.inc(
+                "chorus_llm_fallbacks_total",
+                step=result.step,
+                tier=result.tier_used,
+                reason=result.fallback_reason.split(":")[0],
+            )
         return result
 
     def premium_equivalent(self, result: LLMResult) -> float:
@@ -281,8 +308,9 @@ class Router:
             except _RETRYABLE as exc:
                 if attempt == cfg.max_retries:
                     raise
-                metrics.inc("chorus_llm_retries_total", step=step, tier=endpoint.tier,
-                            reason=type(exc).__name__)
+                metrics.inc(
+                    "chorus_llm_retries_total", step=step, tier=endpoint.tier, reason=type(exc).__name__
+                )
                 delay = min(cfg.backoff_s * 2**attempt, cfg.backoff_max_s)
                 await asyncio.sleep(delay * (0.5 + random.random() / 2))
         raise AssertionError("unreachable")

@@ -14,9 +14,12 @@ from chorus.persona import PersonaSpec
 
 SEPARATOR = "###"
 # Where a base model starts the next example or wanders off after the post.
-STOP = (SEPARATOR, "\nTopic:", "\nPost:", "\n\n\n")
+# Posts are one paragraph: a small model that starts a new line is starting a list or the next
+# document, not improving this post.
+STOP = (SEPARATOR, "\nTopic:", "\nPost:", "\n")
 
-_SENTENCE_END = re.compile(r"[.!?…](?=\s|$)")
+# A full stop after a digit is a list number ("1."), not the end of a sentence.
+_SENTENCE_END = re.compile(r"(?<=[^\d\s])[.!?…](?=\s|$)")
 
 
 def _header(persona: PersonaSpec) -> str:
@@ -52,10 +55,7 @@ def rewrite_messages(
     that follow, and an instruction model as the brief.
     """
     notes = "; ".join(problems)
-    brief = (
-        f"{_header(persona)}\nEditor's note on a rejected draft ({notes}): the posts below "
-        f"avoid that."
-    )
+    brief = f"{_header(persona)}\nEditor's note on a rejected draft ({notes}): the posts below avoid that."
     examples = "\n".join(f"Post: {post.strip()}\n{SEPARATOR}" for post in persona.example_posts)
     del draft  # the draft itself is not shown: small models copy what they see
     return [{"role": "user", "content": f"{brief}\n\n{examples}\nTopic: {topic}\nPost:"}]
@@ -95,3 +95,17 @@ def fit_to_length(text: str, limit: int) -> str:
     if ends and ends[-1] >= limit * 0.4:
         return text[: ends[-1]].strip()
     return text
+
+
+def with_required_hashtags(text: str, required: list[str], limit: int) -> str:
+    """Append the persona's required hashtags the model left out, when they fit.
+
+    Required elements are rules, not style: enforcing them here is free and exact, where asking a
+    small model to remember them costs a rewrite. A post they do not fit is left for review.
+    """
+    present = {t.lower() for t in re.findall(r"(?<!\w)#\w+", text)}
+    missing = [t for t in required if t.lower() not in present]
+    if not missing:
+        return text
+    extended = f"{text.rstrip()} {' '.join(missing)}"
+    return extended if len(extended) <= limit else text

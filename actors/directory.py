@@ -1,0 +1,192 @@
+"""The directory: activates persona actors on first use and passivates idle ones.
+
+Thousands of personas can be defined while only the busy ones hold a process: at most
+`fleet.max_active_personas` actors live at once; when the cap is reached the least recently used
+idle actor is stopped first, and jobs wait for a slot when every active actor is busy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import ray
+from ray.actor import ActorHandle
+from ray.exceptions import RayActorError
+
+from actors.persona import PersonaActor
+from chorus import metrics
+from chorus.settings import Settings
+from chorus.state import JobRepo
+from chorus.store import async_redis, keys_for
+
+log = logging.getLogger(__name__)
+
+DIRECTORY_NAME = "chorus-directory"
+HOUSEKEEPING_INTERVAL_S = 5.0
+
+
+@dataclass
+class _Active:
+    handle: ActorHandle
+    in_flight: int = 0
+    last_used: float = 0.0
+
+
+def persona_actor_name(persona_id: str) -> str:
+    return f"persona:{persona_id}"
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+class Directory:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.cap = settings.fleet.max_active_personas
+        self.idle_s = settings.fleet.idle_passivate_s
+        self.redis = async_redis(settings)
+        self.jobs = JobRepo(self.redis, keys_for(settings))
+        self.active: OrderedDict[str, _Active] = OrderedDict()  # least recently used first
+        self.changed = asyncio.Condition()
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self.housekeeping: asyncio.Task[None] | None = None
+        self.activations = 0
+        self.peak_active = 0
+
+    async def start(self) -> int:
+        """Begin housekeeping and resume every job left unfinished by a previous directory."""
+        if self.housekeeping is None:
+            self.housekeeping = asyncio.create_task(self._housekeeping())
+            pending = await self.jobs.pending()
+            for job_id, _ in pending:
+                job = await self.jobs.get(job_id)
+                if job is not None:
+                    await self.submit(job_id, job.persona_id)
+            return len(pending)
+        return 0
+
+    async def submit(self, job_id: str, persona_id: str) -> None:
+        if job_id not in self.running:
+            self.running[job_id] = asyncio.create_task(self._run(job_id, persona_id))
+
+    async def _run(self, job_id: str, persona_id: str) -> None:
+        entry = await self._acquire(persona_id)
+        try:
+            await entry.handle.run_job.remote(job_id)
+        except RayActorError as exc:
+            # Restarts and retries are exhausted: record it rather than leave the job queued.
+            log.error("persona actor %s died running %s: %s", persona_id, job_id, exc)
+            await self.jobs.update(
+                job_id, status="failed", finished_at=time.time(), error=f"persona actor died: {exc}"
+            )
+            await self.jobs.emit(job_id, "end", {"status": "failed", "error": "persona actor died"})
+        except Exception:
+            log.exception("job %s for %s raised", job_id, persona_id)
+        finally:
+            async with self.changed:
+                entry.in_flight -= 1
+                entry.last_used = time.monotonic()
+                self.changed.notify_all()
+            self.running.pop(job_id, None)
+
+    async def _acquire(self, persona_id: str) -> _Active:
+        async with self.changed:
+            while True:
+                entry = self.active.get(persona_id)
+                if entry is not None:
+                    entry.in_flight += 1
+                    self.active.move_to_end(persona_id)
+                    return entry
+                if len(self.active) < self.cap:
+                    return self._activate(persona_id)
+                idle = next((pid for pid, e in self.active.items() if e.in_flight == 0), None)
+                if idle is not None:
+                    await self._passivate(idle, reason="lru")
+                    continue
+                await self.changed.wait()
+
+    def _activate(self, persona_id: str) -> _Active:
+        handle = PersonaActor.options(  # type: ignore[attr-defined]
+            name=persona_actor_name(persona_id),
+            namespace=self.settings.ray_namespace,
+        ).remote(persona_id, self.settings)
+        entry = _Active(handle=handle, in_flight=1, last_used=time.monotonic())
+        self.active[persona_id] = entry
+        self.activations += 1
+        self.peak_active = max(self.peak_active, len(self.active))
+        metrics.inc("chorus_activations_total")
+        metrics.set_gauge("chorus_active_personas", len(self.active))
+        return entry
+
+    async def _passivate(self, persona_id: str, reason: str) -> None:
+        entry = self.active.pop(persona_id)
+        ray.kill(entry.handle, no_restart=True)
+        # Wait until the process is gone, so the cap bounds live processes, not just handles.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                await entry.handle.ping.remote()
+            except RayActorError:
+                break
+            await asyncio.sleep(0.05)
+        metrics.inc("chorus_passivations_total", reason=reason)
+        metrics.set_gauge("chorus_active_personas", len(self.active))
+
+    async def _housekeeping(self) -> None:
+        while True:
+            try:
+                await self.passivate_idle()
+                await self._record_health()
+            except Exception:
+                log.exception("directory housekeeping failed")
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
+
+    async def passivate_idle(self, older_than_s: float | None = None) -> list[str]:
+        limit = self.idle_s if older_than_s is None else older_than_s
+        now = time.monotonic()
+        async with self.changed:
+            idle = [p for p, e in self.active.items() if e.in_flight == 0 and now - e.last_used >= limit]
+            for persona_id in idle:
+                await self._passivate(persona_id, reason="idle")
+            self.changed.notify_all()
+        return idle
+
+    async def _record_health(self) -> None:
+        started = time.perf_counter()
+        try:
+            await self.redis.ping()
+            info = await self.redis.info("memory")
+        except Exception:
+            metrics.set_gauge("chorus_redis_up", 0)
+            return
+        metrics.set_gauge("chorus_redis_up", 1)
+        metrics.set_gauge("chorus_redis_ping_seconds", time.perf_counter() - started)
+        metrics.set_gauge("chorus_redis_used_memory_bytes", float(info.get("used_memory", 0)))
+        metrics.set_gauge("chorus_job_queue_depth", len(await self.jobs.pending()))
+        metrics.set_gauge("chorus_active_personas", len(self.active))
+
+    async def status(self) -> dict[str, object]:
+        return {
+            "active": list(self.active),
+            "in_flight": {p: e.in_flight for p, e in self.active.items() if e.in_flight},
+            "jobs_running": len(self.running),
+            "cap": self.cap,
+            "activations": self.activations,
+            "peak_active": self.peak_active,
+        }
+
+    async def ping(self) -> bool:
+        return True
+
+
+def get_directory(settings: Settings) -> ActorHandle:
+    """The fleet's directory, created on first use; it outlives the driver that created it."""
+    handle: ActorHandle = Directory.options(  # type: ignore[attr-defined]
+        name=DIRECTORY_NAME,
+        namespace=settings.ray_namespace,
+        lifetime="detached",
+        get_if_exists=True,
+    ).remote(settings)
+    return handle

@@ -1,0 +1,140 @@
+"""The Python API the rest of Chorus (HTTP API, CLI, campaigns) uses to run the fleet.
+
+Reads go straight to Redis; work goes to the directory, which routes it to persona actors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aioredis
+from ray.actor import ActorHandle
+
+from actors.directory import get_directory
+from chorus.llm.router import BudgetExceeded
+from chorus.persona import PersonaSpec
+from chorus.settings import Settings
+from chorus.state import (
+    TERMINAL_JOB_STATUSES,
+    Job,
+    JobEvent,
+    JobRepo,
+    PersonaRepo,
+    PersonaStats,
+    PostPage,
+    PostRepo,
+    PostStatus,
+    SpendLedger,
+)
+from chorus.store import async_redis, keys_for
+
+
+class UnknownPersona(KeyError):
+    def __init__(self, persona_id: str) -> None:
+        super().__init__(persona_id)
+        self.persona_id = persona_id
+
+    def __str__(self) -> str:
+        return f"persona {self.persona_id!r} does not exist"
+
+
+class Fleet:
+    def __init__(self, settings: Settings, client: aioredis.Redis | None = None) -> None:
+        self.settings = settings
+        self.redis = client or async_redis(settings)
+        keys = keys_for(settings)
+        self._keys = keys
+        self.personas = PersonaRepo(self.redis, keys)
+        self.jobs = JobRepo(self.redis, keys)
+        self.post_repo = PostRepo(self.redis, keys, settings.fleet.recent_posts_window)
+        self._directory: ActorHandle | None = None
+
+    async def directory(self) -> ActorHandle:
+        if self._directory is None:
+            handle = get_directory(self.settings)
+            await handle.start.remote()
+            self._directory = handle
+        return self._directory
+
+    async def apply(self, spec: PersonaSpec) -> bool:
+        """Create or replace a persona; its next job uses the new spec. True when it was new."""
+        return await self.personas.put(spec)
+
+    async def delete(self, persona_id: str) -> None:
+        if not await self.personas.delete(persona_id):
+            raise UnknownPersona(persona_id)
+
+    async def persona(self, persona_id: str) -> PersonaSpec:
+        spec = await self.personas.get(persona_id)
+        if spec is None:
+            raise UnknownPersona(persona_id)
+        return spec
+
+    def ledger(self, spec: PersonaSpec) -> SpendLedger:
+        return SpendLedger(
+            self.redis, self._keys, spec.id, spec.budget_usd(self.settings.budget.default_daily_usd)
+        )
+
+    async def generate(self, persona_id: str, count: int = 1) -> list[str]:
+        """Queue `count` posts; returns their job ids at once.
+
+        A persona already at its budget is refused here, before any job is queued; one that
+        reaches it mid-job stops that job with `budget_exceeded`.
+        """
+        spec = await self.persona(persona_id)
+        ledger = self.ledger(spec)
+        spent = await ledger.spent_today()
+        if spent >= ledger.budget_usd:
+            raise BudgetExceeded(persona_id, spent, ledger.budget_usd, 0.0)
+        directory = await self.directory()
+        job_ids = []
+        for _ in range(count):
+            job = await self.jobs.create(persona_id)
+            await directory.submit.remote(job.id, persona_id)
+            job_ids.append(job.id)
+        return job_ids
+
+    async def job(self, job_id: str) -> Job | None:
+        return await self.jobs.get(job_id)
+
+    def events(self, job_id: str, after: str = "0") -> AsyncIterator[JobEvent]:
+        """Every event of the job from the start (late subscribers miss nothing), then live ones."""
+        return self.jobs.events(job_id, after=after)
+
+    async def wait(self, job_id: str, timeout_s: float) -> Job:
+        """The job once finished; raises TimeoutError when it is still running at the deadline."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            job = await self.jobs.get(job_id)
+            if job is None:
+                raise KeyError(job_id)
+            if job.status in TERMINAL_JOB_STATUSES:
+                return job
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} is still {job.status} after {timeout_s:.0f}s")
+            await asyncio.sleep(0.1)
+
+    async def posts(
+        self,
+        persona_id: str | None = None,
+        status: PostStatus | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> PostPage:
+        return await self.post_repo.page(
+            persona_id=persona_id, status=status, since=since, until=until, cursor=cursor, limit=limit
+        )
+
+    async def stats(self, persona_id: str) -> PersonaStats:
+        spec = await self.persona(persona_id)
+        ledger = self.ledger(spec)
+        return await self.post_repo.stats(persona_id, await ledger.spent_today(), ledger.budget_usd)
+
+    async def status(self) -> dict[str, object]:
+        directory = await self.directory()
+        result: dict[str, object] = await directory.status.remote()
+        return result

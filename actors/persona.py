@@ -1,0 +1,143 @@
+"""One Ray actor per active persona, running the content workflow for that persona's jobs.
+
+Nothing here must outlive the process: specs, jobs, events, posts, spend and workflow checkpoints
+are all in Redis, so Ray may restart the actor (or the directory may passivate it) at any time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import ray
+from langchain_core.runnables import RunnableConfig
+
+from chorus import metrics
+from chorus.llm.router import BudgetExceeded, Router
+from chorus.settings import Settings
+from chorus.state import TERMINAL_JOB_STATUSES, JobRepo, JobStatus, PersonaRepo, PostRepo, SpendLedger
+from chorus.store import async_redis, keys_for
+from graphs.checkpoint import RedisCheckpointSaver
+from graphs.content.graph import build_content_graph
+from graphs.content.state import WorkflowContext
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_TTL_S = 7 * 24 * 3600
+
+
+class PersonaWorker:
+    """The actor's logic, usable in-process too (benchmarks compare the two)."""
+
+    def __init__(self, persona_id: str, settings: Settings) -> None:
+        self.persona_id = persona_id
+        self.settings = settings
+        client = async_redis(settings)
+        keys = keys_for(settings)
+        self.router = Router(settings, client)
+        self.personas = PersonaRepo(client, keys)
+        self.jobs = JobRepo(client, keys)
+        self.posts = PostRepo(client, keys, settings.fleet.recent_posts_window)
+        self.redis, self.keys = client, keys
+        self.checkpoints = RedisCheckpointSaver(
+            aclient=client, key_prefix=keys("ckpt"), ttl_s=CHECKPOINT_TTL_S
+        )
+        self.graph = build_content_graph(self.checkpoints)
+        # One job at a time per persona: its recent posts, counters and spend stay consistent.
+        self._lock = asyncio.Lock()
+
+    async def run_job(self, job_id: str) -> JobStatus:
+        async with self._lock:
+            return await self._run(job_id)
+
+    async def _run(self, job_id: str) -> JobStatus:
+        job = await self.jobs.get(job_id)
+        if job is None:
+            raise KeyError(f"job {job_id} does not exist")
+        if job.status in TERMINAL_JOB_STATUSES:
+            return job.status  # a re-delivered call for a job that already finished
+        spec = await self.personas.get(self.persona_id)
+        if spec is None:
+            return await self._end(job_id, "failed", error=f"persona {self.persona_id!r} was deleted")
+        now = time.time()
+        if job.started_at is None:
+            metrics.observe("chorus_job_wait_seconds", now - job.created_at)
+        await self.jobs.update(
+            job_id, status="running", started_at=job.started_at or now, attempts=job.attempts + 1
+        )
+        budget = spec.budget_usd(self.settings.budget.default_daily_usd)
+        ledger = SpendLedger(self.redis, self.keys, spec.id, budget)
+        context = WorkflowContext(
+            persona=spec,
+            router=self.router,
+            save_post=self.posts.save,
+            recent=await self.posts.recent(spec.id),
+            guard=ledger,
+            max_rewrites=self.settings.fleet.max_rewrites,
+        )
+        config: RunnableConfig = {"configurable": {"thread_id": job_id}}
+        # A checkpoint means an earlier attempt got part of the way: resume it, paying for
+        # nothing that already finished.
+        resume = await self.checkpoints.aget_tuple(config) is not None
+        try:
+            async for update in self.graph.astream(
+                None if resume else {"job_id": job_id}, config, context=context, stream_mode="updates"
+            ):
+                await self._node_events(job_id, spec.id, update)
+        except BudgetExceeded as exc:
+            metrics.inc("chorus_job_errors_total", persona=spec.id, kind="budget_exceeded")
+            return await self._end(
+                job_id, "budget_exceeded", error=str(exc), spend=exc.spent_usd, budget=exc.budget_usd
+            )
+        except Exception as exc:
+            log.exception("job %s for %s failed", job_id, spec.id)
+            metrics.inc("chorus_job_errors_total", persona=spec.id, kind=type(exc).__name__)
+            return await self._end(job_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            metrics.set_gauge("chorus_persona_spend_today_usd", await ledger.spent_today(), persona=spec.id)
+            metrics.set_gauge("chorus_persona_daily_budget_usd", budget, persona=spec.id)
+        post = await self.posts.get(job_id)
+        if post is not None:
+            metrics.inc("chorus_posts_total", persona=spec.id, platform=post.platform, status=post.status)
+            metrics.observe("chorus_post_cost_usd", post.cost_usd, persona=spec.id, status=post.status)
+            await self.jobs.emit(job_id, "post", post.model_dump(mode="json"))
+        await self.checkpoints.adelete_thread(job_id)
+        return await self._end(job_id, "done", post_id=job_id)
+
+    async def _node_events(self, job_id: str, persona_id: str, update: dict[str, Any]) -> None:
+        for node, delta in update.items():
+            for rec in (delta or {}).get("records", []):
+                metrics.observe(
+                    "chorus_node_duration_seconds", rec.duration_s, persona=persona_id, node=rec.node
+                )
+                if rec.node == "rewrite":
+                    metrics.inc("chorus_rewrites_total", persona=persona_id)
+                await self.jobs.emit(job_id, "node", {"node": node, **rec.model_dump()})
+
+    async def _end(self, job_id: str, status: JobStatus, **details: Any) -> JobStatus:
+        error = details.pop("error", None)
+        await self.jobs.update(
+            job_id, status=status, finished_at=time.time(), error=error, post_id=details.pop("post_id", None)
+        )
+        await self.jobs.emit(job_id, "end", {"status": status, "error": error, **details})
+        return status
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=3)
+class PersonaActor:
+    """A persona's process. `max_task_retries` re-delivers `run_job` after a crash: safe, because
+    a finished job returns its stored status and an unfinished one resumes from its checkpoint."""
+
+    def __init__(self, persona_id: str, settings: Settings) -> None:
+        self.worker = PersonaWorker(persona_id, settings)
+        self.reconstructed = ray.get_runtime_context().was_current_actor_reconstructed
+        if self.reconstructed:
+            log.warning("persona actor %s restarted; unfinished jobs resume from checkpoints", persona_id)
+
+    async def run_job(self, job_id: str) -> JobStatus:
+        return await self.worker.run_job(job_id)
+
+    async def ping(self) -> bool:
+        return self.reconstructed

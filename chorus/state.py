@@ -1,0 +1,363 @@
+"""Everything that must outlive a process, in Redis: personas, jobs and their events, posts, spend.
+
+Persona actors write here and the HTTP API reads here directly, so a read never waits on an actor
+and an actor can die, restart or be passivated without losing anything.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import redis.asyncio as aioredis
+from pydantic import BaseModel, Field
+
+from chorus.llm.router import BudgetExceeded
+from chorus.persona import PersonaSpec
+from chorus.store import Keys
+
+JobStatus = Literal["queued", "running", "done", "failed", "budget_exceeded"]
+PostStatus = Literal["accepted", "rejected"]
+TERMINAL_JOB_STATUSES = ("done", "failed", "budget_exceeded")
+
+
+def _day(ts: float | None = None) -> str:
+    return datetime.fromtimestamp(ts or time.time(), UTC).strftime("%Y%m%d")
+
+
+def new_job_id() -> str:
+    return f"job_{uuid.uuid4().hex[:20]}"
+
+
+class NodeRecord(BaseModel):
+    node: str
+    duration_s: float
+    tier: str | None = None
+    model: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    cache_hit: bool = False
+    fallback_reason: str | None = None
+
+
+class Post(BaseModel):
+    id: str  # the job id: one job stores at most one post
+    persona_id: str
+    platform: str
+    status: PostStatus
+    text: str
+    topic: str
+    reasons: list[str] = Field(default_factory=list)
+    rewrites: int = 0
+    cost_usd: float
+    prompt_tokens: int
+    completion_tokens: int
+    tiers: dict[str, str]
+    nodes: list[NodeRecord]
+    created_at: float
+
+
+class Job(BaseModel):
+    id: str
+    persona_id: str
+    status: JobStatus
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    post_id: str | None = None
+    error: str | None = None
+    attempts: int = 0
+
+
+class JobEvent(BaseModel):
+    """One entry of a job's event stream: a finished node, the post, or the end."""
+
+    seq: str
+    type: Literal["node", "post", "end"]
+    data: dict[str, Any]
+
+
+class PersonaStats(BaseModel):
+    persona_id: str
+    posts: int
+    accepted: int
+    rejected: int
+    cost_usd: float
+    spend_today_usd: float
+    daily_budget_usd: float
+    cost_per_accepted_post_usd: float | None
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class PostPage(BaseModel):
+    posts: list[Post]
+    next_cursor: str | None
+
+
+class PersonaRepo:
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+        self._r, self._k = client, keys
+
+    async def put(self, spec: PersonaSpec) -> bool:
+        """Store a spec; returns True when it was new."""
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.set(self._k("persona", spec.id), spec.model_dump_json())
+            pipe.sadd(self._k("personas"), spec.id)
+            _, added = await pipe.execute()
+        return bool(added)
+
+    async def get(self, persona_id: str) -> PersonaSpec | None:
+        raw = await self._r.get(self._k("persona", persona_id))
+        return PersonaSpec.model_validate_json(raw) if raw else None
+
+    async def ids(self) -> list[str]:
+        return sorted(m.decode() for m in await self._r.smembers(self._k("personas")))
+
+    async def all(self) -> list[PersonaSpec]:
+        ids = await self.ids()
+        if not ids:
+            return []
+        raws = await self._r.mget([self._k("persona", i) for i in ids])
+        return [PersonaSpec.model_validate_json(r) for r in raws if r]
+
+    async def delete(self, persona_id: str) -> bool:
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.delete(self._k("persona", persona_id))
+            pipe.srem(self._k("personas"), persona_id)
+            deleted, _ = await pipe.execute()
+        return bool(deleted)
+
+
+class JobRepo:
+    EVENTS_TTL_S = 7 * 24 * 3600
+
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+        self._r, self._k = client, keys
+
+    async def create(self, persona_id: str) -> Job:
+        job = Job(id=new_job_id(), persona_id=persona_id, status="queued", created_at=time.time())
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.set(self._k("job", job.id), job.model_dump_json(), ex=self.EVENTS_TTL_S)
+            pipe.zadd(self._k("jobs", "pending"), {job.id: job.created_at})
+            await pipe.execute()
+        return job
+
+    async def get(self, job_id: str) -> Job | None:
+        raw = await self._r.get(self._k("job", job_id))
+        return Job.model_validate_json(raw) if raw else None
+
+    async def update(self, job_id: str, **changes: Any) -> Job:
+        job = await self.get(job_id)
+        if job is None:
+            raise KeyError(job_id)
+        job = job.model_copy(update=changes)
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.set(self._k("job", job.id), job.model_dump_json(), ex=self.EVENTS_TTL_S)
+            if job.status in TERMINAL_JOB_STATUSES:
+                pipe.zrem(self._k("jobs", "pending"), job.id)
+            await pipe.execute()
+        return job
+
+    async def pending(self) -> list[tuple[str, float]]:
+        """Jobs submitted and not finished, oldest first, with their submission time."""
+        rows = await self._r.zrange(self._k("jobs", "pending"), 0, -1, withscores=True)
+        return [(member.decode(), float(score)) for member, score in rows]
+
+    async def emit(self, job_id: str, kind: str, data: dict[str, Any]) -> None:
+        key = self._k("job", job_id, "events")
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.xadd(key, {"type": kind, "data": json.dumps(data)})
+            pipe.expire(key, self.EVENTS_TTL_S)
+            await pipe.execute()
+
+    async def events(self, job_id: str, after: str = "0", block_ms: int = 15_000) -> AsyncIterator[JobEvent]:
+        """Every event from the start (or after `after`), then new ones as they come, until end."""
+        key = self._k("job", job_id, "events")
+        last = after
+        while True:
+            batch = await self._r.xread({key: last}, block=block_ms, count=100)
+            if not batch:
+                job = await self.get(job_id)
+                if job is None or (job.status in TERMINAL_JOB_STATUSES and not await self._r.exists(key)):
+                    return
+                continue
+            for entry_id, fields in batch[0][1]:
+                last = entry_id.decode()
+                event = JobEvent(
+                    seq=last,
+                    type=fields[b"type"].decode(),
+                    data=json.loads(fields[b"data"]),
+                )
+                yield event
+                if event.type == "end":
+                    return
+
+
+# Stores a post once (the job id keys it), indexes it and counts it, atomically.
+_SAVE_POST = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX') then
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+  redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
+  redis.call('HINCRBY', KEYS[4], 'posts', 1)
+  redis.call('HINCRBY', KEYS[4], ARGV[4], 1)
+  redis.call('HINCRBYFLOAT', KEYS[4], 'cost_usd', ARGV[5])
+  redis.call('HINCRBY', KEYS[4], 'prompt_tokens', ARGV[6])
+  redis.call('HINCRBY', KEYS[4], 'completion_tokens', ARGV[7])
+  if ARGV[4] == 'accepted' then
+    redis.call('HINCRBYFLOAT', KEYS[4], 'accepted_cost_usd', ARGV[5])
+    redis.call('LPUSH', KEYS[5], ARGV[8])
+    redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[9]) - 1)
+  end
+  return 1
+end
+return 0
+"""
+
+
+class PostRepo:
+    def __init__(self, client: aioredis.Redis, keys: Keys, recent_window: int = 20) -> None:
+        self._r, self._k = client, keys
+        self._recent_window = recent_window
+        self._save = client.register_script(_SAVE_POST)
+
+    async def save(self, post: Post) -> bool:
+        """Store a post; False when this job's post was already stored (a retried job)."""
+        recent = json.dumps({"text": post.text, "topic": post.topic})
+        stored = await self._save(
+            keys=[
+                self._k("post", post.id),
+                self._k("posts"),
+                self._k("posts", "persona", post.persona_id),
+                self._k("stats", post.persona_id),
+                self._k("recent", post.persona_id),
+            ],
+            args=[
+                post.model_dump_json(),
+                post.created_at,
+                post.id,
+                post.status,
+                repr(post.cost_usd),
+                post.prompt_tokens,
+                post.completion_tokens,
+                recent,
+                self._recent_window,
+            ],
+        )
+        return bool(stored)
+
+    async def get(self, post_id: str) -> Post | None:
+        raw = await self._r.get(self._k("post", post_id))
+        return Post.model_validate_json(raw) if raw else None
+
+    async def recent(self, persona_id: str) -> list[dict[str, str]]:
+        """The persona's latest accepted posts ({text, topic}), newest first."""
+        rows = await self._r.lrange(self._k("recent", persona_id), 0, self._recent_window - 1)
+        return [json.loads(r) for r in rows]
+
+    async def page(
+        self,
+        *,
+        persona_id: str | None = None,
+        status: PostStatus | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> PostPage:
+        """Newest first. The cursor is the (score, id) of the last post returned."""
+        index = self._k("posts", "persona", persona_id) if persona_id else self._k("posts")
+        top: str = f"({until}" if until is not None else "+inf"
+        skip_id: str | None = None
+        if cursor:
+            score_text, _, skip_id = cursor.partition(":")
+            top = score_text
+        bottom = str(since) if since is not None else "-inf"
+        found: list[Post] = []
+        offset, batch = 0, max(limit * 2, 50)
+        while len(found) < limit:
+            ids = await self._r.zrevrangebyscore(index, top, bottom, start=offset, num=batch, withscores=True)
+            if not ids:
+                break
+            offset += len(ids)
+            wanted = [(m.decode(), s) for m, s in ids]
+            if skip_id is not None:
+                # Posts sharing the cursor's score come after it only if their id sorts lower.
+                wanted = [(i, s) for i, s in wanted if not (str(s) == top and i >= skip_id)]
+            raws = await self._r.mget([self._k("post", i) for i, _ in wanted]) if wanted else []
+            for raw in raws:
+                if raw is None:
+                    continue
+                post = Post.model_validate_json(raw)
+                if status is None or post.status == status:
+                    found.append(post)
+                    if len(found) == limit:
+                        break
+        next_cursor = None
+        if len(found) == limit:
+            last = found[-1]
+            next_cursor = f"{last.created_at!r}:{last.id}"
+        return PostPage(posts=found, next_cursor=next_cursor)
+
+    async def stats(self, persona_id: str, spend_today: float, budget: float) -> PersonaStats:
+        raw = {
+            k.decode(): v.decode() for k, v in (await self._r.hgetall(self._k("stats", persona_id))).items()
+        }
+        accepted = int(raw.get("accepted", 0))
+        accepted_cost = float(raw.get("accepted_cost_usd", 0))
+        return PersonaStats(
+            persona_id=persona_id,
+            posts=int(raw.get("posts", 0)),
+            accepted=accepted,
+            rejected=int(raw.get("rejected", 0)),
+            cost_usd=float(raw.get("cost_usd", 0)),
+            spend_today_usd=spend_today,
+            daily_budget_usd=budget,
+            cost_per_accepted_post_usd=accepted_cost / accepted if accepted else None,
+            prompt_tokens=int(raw.get("prompt_tokens", 0)),
+            completion_tokens=int(raw.get("completion_tokens", 0)),
+        )
+
+
+# Reserve only if the worst case still fits the budget; both sides run inside Redis, so
+# concurrent jobs of one persona can never reserve past it together.
+_RESERVE = """
+local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
+local amount = tonumber(ARGV[1])
+if spent + amount > tonumber(ARGV[2]) + 1e-12 then
+  return {0, tostring(spent)}
+end
+redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], 172800)
+return {1, tostring(spent)}
+"""
+
+
+class SpendLedger:
+    """A persona's spend for today (UTC) in Redis; implements the router's SpendGuard."""
+
+    def __init__(self, client: aioredis.Redis, keys: Keys, persona_id: str, budget_usd: float):
+        self._r, self._k = client, keys
+        self.persona_id = persona_id
+        self.budget_usd = budget_usd
+        self._reserve = client.register_script(_RESERVE)
+
+    def _key(self) -> str:
+        return self._k("spend", self.persona_id, _day())
+
+    async def spent_today(self) -> float:
+        return float(await self._r.get(self._key()) or 0)
+
+    async def reserve(self, amount_usd: float) -> None:
+        ok, spent = await self._reserve(keys=[self._key()], args=[repr(amount_usd), repr(self.budget_usd)])
+        if not int(ok):
+            raise BudgetExceeded(self.persona_id, float(spent), self.budget_usd, amount_usd)
+
+    async def settle(self, reserved_usd: float, actual_usd: float) -> None:
+        if actual_usd != reserved_usd:
+            await self._r.incrbyfloat(self._key(), actual_usd - reserved_usd)

@@ -1,0 +1,30 @@
+"""hook: the post's opening line (premium tier by default: it decides whether anyone reads on)."""
+
+from __future__ import annotations
+
+import time
+
+from langgraph.runtime import Runtime
+
+from graphs.content.prompts import STOP, first_line, hook_messages
+from graphs.content.state import PostState, WorkflowContext, record
+
+
+async def hook(state: PostState, runtime: Runtime[WorkflowContext]) -> PostState:
+    started = time.perf_counter()
+    ctx = runtime.context
+    result = await ctx.router.complete(
+        step="hook",
+        tier=ctx.persona.model_policy.hook,
+        messages=hook_messages(ctx.persona, state["topic"]),
+        max_tokens=40,
+        temperature=0.7,
+        stop=list(STOP),
+        use_cache="hook" not in ctx.persona.rules.no_cache_steps,
+        guard=ctx.guard,
+        persona=ctx.persona.id,
+    )
+    return {
+        "hook": first_line(result.text),
+        "records": [record("hook", time.perf_counter() - started, result)],
+    }
