@@ -7,12 +7,19 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import ray
 import redis
+import yaml
 from ray import serve
+
+from actors.fleet import Fleet
+from chorus.persona import PersonaSpec
 
 from chorus.runtime import connect_ray, deploy_local_tier, start_serve
 from chorus.settings import Settings, load_settings
@@ -101,3 +108,34 @@ def local_tier(ray_serve: Settings) -> str:
     """The llama.cpp tier deployed on Serve; returns its OpenAI base URL."""
     deploy_local_tier(ray_serve)
     return ray_serve.local.base_url
+
+
+# --- Personas and the fleet --------------------------------------------------------------------
+
+EXAMPLE_PERSONA = Path(__file__).resolve().parents[1] / "personas" / "ember-and-oak-coffee.yaml"
+
+
+def make_persona(persona_id: str, **changes: Any) -> PersonaSpec:
+    """A real example persona under another id, with field changes for the test at hand."""
+    data = yaml.safe_load(EXAMPLE_PERSONA.read_text())
+    data.update(id=persona_id, **changes)
+    return PersonaSpec.model_validate(data)
+
+
+def unique_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def fleet_settings(local_tier: str, settings: Settings) -> Settings:
+    """Settings for fleet tests: the shared local tier, a short idle timeout for passivation."""
+    return settings.model_copy(
+        update={"fleet": settings.fleet.model_copy(update={"idle_passivate_s": 600})}
+    )
+
+
+@pytest.fixture()
+async def fleet(fleet_settings: Settings) -> AsyncIterator[Fleet]:
+    fleet = Fleet(fleet_settings)
+    yield fleet
+    await fleet.redis.aclose()

@@ -17,6 +17,8 @@ SEPARATOR = "###"
 # Posts are one paragraph: a small model that starts a new line is starting a list or the next
 # document, not improving this post.
 STOP = (SEPARATOR, "\nTopic:", "\nPost:", "\n")
+# Labels of the few-shot document; a small model sometimes writes them mid-line.
+_LABELS = ("Topic:", "Post:")
 
 # A full stop after a digit is a list number ("1."), not the end of a sentence.
 _SENTENCE_END = re.compile(r"(?<=[^\d\s])[.!?…](?=\s|$)")
@@ -73,13 +75,13 @@ def first_line(text: str) -> str:
 
 def clean_post(text: str) -> str:
     """Strip what a base model adds around a post: the next example, labels, stray quotes."""
-    for marker in STOP:
-        cut = text.find(marker)
+    for marker in (*STOP, *_LABELS):
+        cut = text.find(marker, 1)
         if cut != -1:
             text = text[:cut]
     paragraphs = [p.strip() for p in text.strip().split("\n\n") if p.strip()]
     text = paragraphs[0] if paragraphs else ""
-    text = text.removeprefix("Post:").strip().strip('"“”').strip()
+    text = text.removeprefix("Post:").strip().lstrip("*-•> ").strip('"“”').strip()
     return re.sub(r"[ \t]+", " ", text)
 
 
