@@ -1,0 +1,154 @@
+"""Persona actors on a real local Ray: jobs, events, crash recovery, passivation, serialisation, budgets."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import threading
+import time
+
+import pytest
+import ray
+
+from actors.directory import DIRECTORY_NAME, persona_actor_name
+from actors.fleet import Fleet
+from chorus.llm.pricing import PriceTable
+from chorus.llm.router import max_prompt_tokens
+from chorus.settings import Settings
+from graphs.content.prompts import hook_messages
+from tests.conftest import make_persona, unique_id
+
+ALL_LOCAL = {"hook": "local", "body": "local", "rewrite": "local"}
+# For tests whose timing or spend needs real model calls: a cache hit is instant and free.
+NO_CACHE = {"required_hashtags": ["#EmberAndOak"], "no_cache_steps": ["hook", "body", "rewrite"]}
+
+
+def persona_processes() -> int:
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    return sum(1 for line in out.splitlines() if line.startswith("ray::PersonaActor"))
+
+
+async def _events(fleet: Fleet, job_id: str) -> list[tuple[str, str | None]]:
+    return [(e.type, e.data.get("node")) async for e in fleet.events(job_id)]
+
+
+async def test_generate_stores_a_costed_post_and_streams_every_node(fleet: Fleet) -> None:
+    spec = make_persona(unique_id("fleet"))
+    assert await fleet.apply(spec) is True
+    [job_id] = await fleet.generate(spec.id, 1)
+    job = await fleet.wait(job_id, timeout_s=180)
+    assert job.status == "done", job.error
+    post = await fleet.post_repo.get(job_id)
+    assert post is not None and post.text and post.status in ("accepted", "rejected")
+    assert post.cost_usd > 0 and post.prompt_tokens > 0 and post.completion_tokens > 0
+    assert post.tiers["hook"] == "premium" and post.tiers["body"] == "local"
+    events = await _events(fleet, job_id)
+    nodes = [n for kind, n in events if kind == "node"]
+    assert nodes[:4] == ["plan", "hook", "body", "review"] and nodes[-1] == "finalize"
+    assert [kind for kind, _ in events][-2:] == ["post", "end"]
+    stats = await fleet.stats(spec.id)
+    assert stats.posts == 1 and stats.cost_usd == pytest.approx(post.cost_usd)
+
+
+async def test_actor_killed_mid_workflow_restarts_and_stores_exactly_one_post(
+    fleet: Fleet, fleet_settings: Settings
+) -> None:
+    spec = make_persona(unique_id("crash"), model_policy=ALL_LOCAL, rules=NO_CACHE)
+    await fleet.apply(spec)
+    [job_id] = await fleet.generate(spec.id, 1)
+    async for event in fleet.events(job_id):
+        if event.type == "node" and event.data["node"] == "hook":
+            break  # the body is being written now
+    actor = ray.get_actor(persona_actor_name(spec.id), namespace=fleet_settings.ray_namespace)
+    ray.kill(actor, no_restart=False)
+    job = await fleet.wait(job_id, timeout_s=180)
+    assert job.status == "done", job.error
+    assert job.attempts >= 2, "the job should have been re-delivered to the restarted actor"
+    page = await fleet.posts(persona_id=spec.id)
+    assert [p.id for p in page.posts] == [job_id]
+    [post] = page.posts
+    assert [n.node for n in post.nodes].count("hook") == 1, "the finished hook must not run again"
+    assert (await fleet.stats(spec.id)).posts == 1
+
+
+async def test_jobs_of_one_persona_run_one_at_a_time_and_add_up(fleet: Fleet) -> None:
+    spec = make_persona(unique_id("serial"), model_policy=ALL_LOCAL)
+    await fleet.apply(spec)
+    job_ids = await asyncio.gather(*(fleet.generate(spec.id, 1) for _ in range(3)))
+    jobs = [await fleet.wait(j, timeout_s=240) for [j] in job_ids]
+    assert all(j.status == "done" for j in jobs), [j.error for j in jobs]
+    spans = sorted((j.started_at or 0, j.finished_at or 0) for j in jobs)
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        assert end <= start, "two jobs of one persona overlapped"
+    posts = (await fleet.posts(persona_id=spec.id)).posts
+    stats = await fleet.stats(spec.id)
+    assert stats.posts == len(posts) == 3
+    assert stats.accepted + stats.rejected == 3
+    assert stats.cost_usd == pytest.approx(sum(p.cost_usd for p in posts), rel=1e-9)
+    assert stats.spend_today_usd == pytest.approx(stats.cost_usd, rel=1e-9)
+
+
+async def test_tiny_budget_stops_with_budget_exceeded_and_never_overspends(
+    fleet: Fleet, fleet_settings: Settings
+) -> None:
+    # No cache: a free cached answer would let the job finish inside any budget.
+    probe = make_persona(unique_id("broke"), model_policy=ALL_LOCAL, rules=NO_CACHE)
+    # Room for the hook's worst case and not much more: the body's reservation cannot fit.
+    hook_worst = PriceTable(fleet_settings.pricing).cost(
+        "local", fleet_settings.local.model, max_prompt_tokens(hook_messages(probe, probe.topics[0])), 40
+    )
+    spec = probe.model_copy(update={"daily_budget_usd": hook_worst * 1.2})
+    await fleet.apply(spec)
+    [job_id] = await fleet.generate(spec.id, 1)
+    job = await fleet.wait(job_id, timeout_s=120)
+    assert job.status == "budget_exceeded"
+    assert job.error and "daily budget" in job.error
+    stats = await fleet.stats(spec.id)
+    assert 0 < stats.spend_today_usd <= spec.daily_budget_usd
+    assert stats.posts == 0
+    events = await _events(fleet, job_id)
+    assert events[-1] == ("end", None)
+
+
+async def test_directory_caps_live_persona_processes_and_passivates_idle_ones(
+    fleet_settings: Settings,
+) -> None:
+    cap = 2
+    settings = fleet_settings.model_copy(
+        update={
+            "ray_namespace": unique_id("captest"),
+            "fleet": fleet_settings.fleet.model_copy(update={"max_active_personas": cap}),
+        }
+    )
+    fleet = Fleet(settings)
+    baseline = persona_processes()
+    samples: list[int] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            samples.append(persona_processes() - baseline)
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        specs = [make_persona(unique_id("cap"), model_policy=ALL_LOCAL) for _ in range(cap + 2)]
+        for spec in specs:
+            await fleet.apply(spec)
+        job_ids = [j for spec in specs for j in await fleet.generate(spec.id, 1)]
+        jobs = [await fleet.wait(j, timeout_s=300) for j in job_ids]
+    finally:
+        stop.set()
+        sampler.join()
+    assert all(j.status == "done" for j in jobs), [j.error for j in jobs]
+    assert samples and max(samples) <= cap, f"saw {max(samples)} persona processes, cap {cap}"
+    directory = await fleet.directory()
+    status = await directory.status.remote()
+    assert status["activations"] == cap + 2 and status["peak_active"] == cap
+    assert len(status["active"]) <= cap
+    passivated = await directory.passivate_idle.remote(0.0)
+    assert sorted(passivated) == sorted(status["active"])
+    assert (await directory.status.remote())["active"] == []
+    ray.kill(ray.get_actor(DIRECTORY_NAME, namespace=settings.ray_namespace))
+    await fleet.redis.aclose()
