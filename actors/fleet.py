@@ -6,18 +6,17 @@ Reads go straight to Redis; work goes to the directory, which routes it to perso
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
 from ray.actor import ActorHandle
 
 from actors.directory import get_directory
-from chorus.llm.router import BudgetExceeded
+from actors.gateway import get_gateway
+from chorus.llm.types import BudgetExceeded
 from chorus.persona import PersonaSpec
 from chorus.settings import Settings
 from chorus.state import (
-    TERMINAL_JOB_STATUSES,
     Job,
     JobEvent,
     JobRepo,
@@ -53,6 +52,7 @@ class Fleet:
 
     async def directory(self) -> ActorHandle:
         if self._directory is None:
+            await get_gateway(self.settings).ping.remote()
             handle = get_directory(self.settings)
             await handle.start.remote()
             self._directory = handle
@@ -96,6 +96,10 @@ class Fleet:
             job_ids.append(job.id)
         return job_ids
 
+    async def queue_depth(self) -> int:
+        """Jobs submitted fleet-wide and not finished (queued or running)."""
+        return await self.jobs.pending_count()
+
     async def job(self, job_id: str) -> Job | None:
         return await self.jobs.get(job_id)
 
@@ -104,17 +108,23 @@ class Fleet:
         return self.jobs.events(job_id, after=after)
 
     async def wait(self, job_id: str, timeout_s: float) -> Job:
-        """The job once finished; raises TimeoutError when it is still running at the deadline."""
-        deadline = time.monotonic() + timeout_s
-        while True:
+        """The job once finished; raises TimeoutError when it is still running at the deadline.
+
+        Waits on the job's event stream rather than polling, so it returns as the end is written.
+        """
+        try:
+            async with asyncio.timeout(timeout_s):
+                async for event in self.jobs.events(job_id, block_ms=5_000):
+                    if event.type == "end":
+                        break
+        except TimeoutError:
             job = await self.jobs.get(job_id)
-            if job is None:
-                raise KeyError(job_id)
-            if job.status in TERMINAL_JOB_STATUSES:
-                return job
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"job {job_id} is still {job.status} after {timeout_s:.0f}s")
-            await asyncio.sleep(0.1)
+            state = job.status if job else "gone"
+            raise TimeoutError(f"job {job_id} is still {state} after {timeout_s:.0f}s") from None
+        job = await self.jobs.get(job_id)
+        if job is None:
+            raise KeyError(job_id)
+        return job
 
     async def posts(
         self,

@@ -14,8 +14,9 @@ from typing import Any
 import ray
 from langchain_core.runnables import RunnableConfig
 
+from actors.gateway import GatewayClient, get_gateway
 from chorus import metrics
-from chorus.llm.router import BudgetExceeded, Router
+from chorus.llm.types import BudgetExceeded, ModelClient
 from chorus.settings import Settings
 from chorus.state import TERMINAL_JOB_STATUSES, JobRepo, JobStatus, PersonaRepo, PostRepo, SpendLedger
 from chorus.store import async_redis, keys_for
@@ -31,12 +32,12 @@ CHECKPOINT_TTL_S = 7 * 24 * 3600
 class PersonaWorker:
     """The actor's logic, usable in-process too (benchmarks compare the two)."""
 
-    def __init__(self, persona_id: str, settings: Settings) -> None:
+    def __init__(self, persona_id: str, settings: Settings, models: ModelClient) -> None:
         self.persona_id = persona_id
         self.settings = settings
         client = async_redis(settings)
         keys = keys_for(settings)
-        self.router = Router(settings, client)
+        self.models = models
         self.personas = PersonaRepo(client, keys)
         self.jobs = JobRepo(client, keys)
         self.posts = PostRepo(client, keys, settings.fleet.recent_posts_window)
@@ -71,7 +72,7 @@ class PersonaWorker:
         ledger = SpendLedger(self.redis, self.keys, spec.id, budget)
         context = WorkflowContext(
             persona=spec,
-            router=self.router,
+            router=self.models,
             save_post=self.posts.save,
             recent=await self.posts.recent(spec.id),
             guard=ledger,
@@ -131,7 +132,7 @@ class PersonaActor:
     a finished job returns its stored status and an unfinished one resumes from its checkpoint."""
 
     def __init__(self, persona_id: str, settings: Settings) -> None:
-        self.worker = PersonaWorker(persona_id, settings)
+        self.worker = PersonaWorker(persona_id, settings, GatewayClient(get_gateway(settings)))
         self.reconstructed = ray.get_runtime_context().was_current_actor_reconstructed
         if self.reconstructed:
             log.warning("persona actor %s restarted; unfinished jobs resume from checkpoints", persona_id)

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
 
-from chorus.llm.router import BudgetExceeded
+from chorus.llm.types import BudgetExceeded
 from chorus.persona import PersonaSpec
 from chorus.store import Keys
 
@@ -168,6 +168,9 @@ class JobRepo:
         """Jobs submitted and not finished, oldest first, with their submission time."""
         rows = await self._r.zrange(self._k("jobs", "pending"), 0, -1, withscores=True)
         return [(member.decode(), float(score)) for member, score in rows]
+
+    async def pending_count(self) -> int:
+        return int(await self._r.zcard(self._k("jobs", "pending")))
 
     async def emit(self, job_id: str, kind: str, data: dict[str, Any]) -> None:
         key = self._k("job", job_id, "events")

@@ -12,21 +12,21 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import openai
 import redis.asyncio as aioredis
-from pydantic import BaseModel
 
 from chorus import metrics
 from chorus.llm.cache import CachedResponse, ResponseCache, cache_key
 from chorus.llm.pricing import PriceTable
+from chorus.llm.types import BudgetExceeded, LLMResult, Messages, SpendGuard, TiersUnavailable
 from chorus.settings import Settings, Tier
 from chorus.store import keys_for
 
 log = logging.getLogger(__name__)
 
-Messages = Sequence[dict[str, str]]
+__all__ = ["BudgetExceeded", "LLMResult", "Router", "TiersUnavailable", "max_prompt_tokens"]
 
 _RETRYABLE = (
     openai.APITimeoutError,
@@ -34,47 +34,6 @@ _RETRYABLE = (
     openai.RateLimitError,
     openai.InternalServerError,
 )
-
-
-class LLMResult(BaseModel):
-    """What every model call returns, whether it hit the cache, fell back or went as asked."""
-
-    step: str
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    cost_usd: float
-    latency_s: float
-    tier_requested: Tier
-    tier_used: Tier
-    model: str
-    cache_hit: bool
-    fallback_reason: str | None = None
-    attempts: int = 0
-
-
-class BudgetExceeded(Exception):
-    def __init__(self, persona_id: str, spent_usd: float, budget_usd: float, needed_usd: float):
-        self.persona_id = persona_id
-        self.spent_usd = spent_usd
-        self.budget_usd = budget_usd
-        self.needed_usd = needed_usd
-        super().__init__(
-            f"persona {persona_id!r} has spent ${spent_usd:.6f} of its ${budget_usd:.6f} daily "
-            f"budget; the next call could cost up to ${needed_usd:.6f}"
-        )
-
-
-class TiersUnavailable(RuntimeError):
-    """Every tier in the chain failed; the message lists why each one did."""
-
-
-class SpendGuard(Protocol):
-    """Checks a persona's budget before a paid call and records what the call really cost."""
-
-    async def reserve(self, amount_usd: float) -> None: ...
-
-    async def settle(self, reserved_usd: float, actual_usd: float) -> None: ...
 
 
 @dataclass(frozen=True)

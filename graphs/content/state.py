@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Literal, TypedDict
 
-from chorus.llm.router import LLMResult, Router, SpendGuard
+from chorus.llm.types import LLMResult, ModelClient, SpendGuard
 from chorus.persona import PersonaSpec
 from chorus.state import NodeRecord, Post
 
@@ -32,7 +32,7 @@ class WorkflowContext:
     """What nodes need besides state; rebuilt for every run, never checkpointed."""
 
     persona: PersonaSpec
-    router: Router
+    router: ModelClient
     save_post: Callable[[Post], Awaitable[bool]]
     recent: list[dict[str, str]] = field(default_factory=list)  # {text, topic}, newest first
     guard: SpendGuard | None = None

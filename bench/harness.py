@@ -1,0 +1,114 @@
+"""What every benchmark needs: a throwaway redis-server, the local Ray/Serve stack, a result table."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import statistics
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import redis
+from rich.console import Console
+from rich.table import Table
+
+from chorus.runtime import connect_ray, deploy_local_tier, start_serve
+from chorus.settings import Settings
+
+console = Console(width=140)  # no wrapping when stdout is not a terminal
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def spread(values: list[float]) -> str:
+    low, high = min(values), max(values)
+    digits = 2 if high < 10 else 1
+    return f"{low:.{digits}f}-{high:.{digits}f}"
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed (bash scripts/setup.sh installs it)")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis.from_url(url).ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextmanager
+def ray_serve_tier(settings: Settings) -> Iterator[None]:
+    import ray
+    from ray import serve
+
+    try:
+        connect_ray(settings)
+        start_serve(settings)
+        deploy_local_tier(settings)
+        yield
+    finally:
+        if ray.is_initialized():
+            serve.shutdown()
+            ray.shutdown()
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    measured: str
+    spread: str
+    baseline: str
+    ratio: str
+    target: str
+    passed: bool | None
+
+
+def _verdict(passed: bool | None) -> str:
+    if passed is None:
+        return "info"
+    return "[green]PASS[/green]" if passed else "[red]MISS[/red]"
+
+
+def report(title: str, rows: list[Row]) -> None:
+    table = Table(title=title)
+    columns = ("Benchmark", "Measured", "Min-max", "Baseline", "Ratio / Δ", "Target", "Result")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "Benchmark" else "right")
+    for row in rows:
+        table.add_row(
+            row.name, row.measured, row.spread, row.baseline, row.ratio, row.target, _verdict(row.passed)
+        )
+    console.print(table)
