@@ -15,6 +15,8 @@ log = logging.getLogger(__name__)
 
 LOCAL_TIER_APP = "chorus-llm"
 LOCAL_TIER_ROUTE = "/llm"
+API_APP = "chorus-api"
+API_ROUTE = "/"
 
 
 def connect_ray(settings: Settings, *, num_cpus: int | None = None) -> None:
@@ -46,6 +48,22 @@ def deploy_local_tier(settings: Settings, *, timeout_s: float = 300.0) -> None:
         app = local_tier_app(settings)
     serve.run(app, name=LOCAL_TIER_APP, route_prefix=LOCAL_TIER_ROUTE, blocking=False)
     wait_for_http(settings.local.base_url.rstrip("/") + "/models", timeout_s=timeout_s)
+
+
+def api_url(settings: Settings) -> str:
+    """Where local clients reach the HTTP API: Serve's proxy (a wildcard bind means loopback)."""
+    host = settings.serve.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"http://{host}:{settings.serve.port}"
+
+
+def deploy_api(settings: Settings, *, timeout_s: float = 120.0) -> None:
+    """Deploy the HTTP API next to the local tier (one Serve instance) and wait until it answers."""
+    from serve.app import api_app
+
+    serve.run(api_app(settings), name=API_APP, route_prefix=API_ROUTE, blocking=False)
+    wait_for_http(api_url(settings) + "/healthz", timeout_s=timeout_s)
 
 
 def wait_for_http(url: str, *, timeout_s: float) -> None:

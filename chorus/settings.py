@@ -128,6 +128,29 @@ class FleetSettings(_Section):
     recent_posts_window: int = Field(20, ge=1, le=1000)
 
 
+class ApiSettings(_Section):
+    """The Chorus HTTP API (`serve/app.py`) on Serve, and the limits it enforces."""
+
+    replicas: int = Field(1, ge=1, le=64)
+    # I/O bound, and every open event stream holds a slot: far above Serve's default of 5.
+    max_ongoing_requests: int = Field(2048, ge=1, le=100_000)
+    num_cpus: float = Field(0.5, ge=0)
+    # Larger bodies are refused with 413 before they are parsed.
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    # How long a synchronous generate waits for its post before answering 202 with the job.
+    sync_timeout_s: float = Field(120.0, gt=0)
+    max_sync_timeout_s: float = Field(600.0, gt=0)
+    max_posts_per_request: int = Field(20, ge=1, le=1000)
+    # Overload bounds: beyond them generate answers 503 with Retry-After instead of queueing
+    # work that would wait longer than any client does. Jobs are fleet-wide (queued or running),
+    # synchronous waits are per API replica.
+    max_pending_jobs: int = Field(500, ge=1)
+    max_sync_waits: int = Field(64, ge=1)
+    retry_after_s: int = Field(10, ge=1)
+    # A comment line on idle event streams, so proxies and clients do not time them out.
+    sse_keepalive_s: float = Field(15.0, gt=0)
+
+
 class _YamlSource(PydanticBaseSettingsSource):
     def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
         super().__init__(settings_cls)
@@ -162,6 +185,7 @@ class Settings(BaseSettings):
     budget: BudgetSettings = BudgetSettings()
     serve: ServeSettings = ServeSettings()
     fleet: FleetSettings = FleetSettings()
+    api: ApiSettings = ApiSettings()
     ray_address: str | None = None
     ray_namespace: str = "chorus"
     metrics_enabled: bool = True

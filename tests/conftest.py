@@ -139,3 +139,41 @@ async def fleet(fleet_settings: Settings) -> AsyncIterator[Fleet]:
     fleet = Fleet(fleet_settings)
     yield fleet
     await fleet.redis.aclose()
+
+
+# --- The HTTP API ------------------------------------------------------------------------------
+
+# Small enough that tests reach the limits; the rest are the product's defaults.
+API_LIMITS = {"max_pending_jobs": 8, "max_body_bytes": 16 * 1024, "sync_timeout_s": 300.0}
+
+
+@pytest.fixture(scope="session")
+def api_settings(fleet_settings: Settings) -> Settings:
+    return fleet_settings.model_copy(update={"api": fleet_settings.api.model_copy(update=API_LIMITS)})
+
+
+@pytest.fixture(scope="session")
+def api(api_settings: Settings) -> str:
+    """The Chorus API deployed once on the shared Serve, next to the local tier; its base URL."""
+    from chorus.runtime import api_url, deploy_api
+
+    deploy_api(api_settings)
+    return api_url(api_settings)
+
+
+async def create_key(settings: Settings, role: str, name: str = "tests") -> str:
+    """A key made straight in Redis, the way `chorus up` bootstraps the first admin key."""
+    from chorus.auth import KeyStore
+    from chorus.store import async_redis, keys_for
+
+    client = async_redis(settings)
+    try:
+        _, token = await KeyStore(client, keys_for(settings)).create(role, name)  # type: ignore[arg-type]
+        return token
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(scope="session")
+async def admin_key(api: str, api_settings: Settings) -> str:
+    return await create_key(api_settings, "admin")

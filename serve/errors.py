@@ -1,0 +1,213 @@
+"""Every failure of the HTTP API as ``{"error": {"code", "message", "field"}}`` with a stable code.
+
+| status | code                 | when                                                          |
+|--------|----------------------|---------------------------------------------------------------|
+| 401    | missing_key          | no ``Authorization: Bearer <key>`` header                     |
+| 401    | invalid_key          | the key is malformed, unknown or revoked                      |
+| 402    | budget_exceeded      | the persona's daily budget is spent (details: spent, budget)  |
+| 403    | forbidden            | the key's role may not do this                                |
+| 404    | persona_not_found    | no persona with that id                                       |
+| 404    | job_not_found        | no job with that id                                           |
+| 404    | key_not_found        | no API key with that id                                       |
+| 404    | not_found            | no such route                                                 |
+| 405    | method_not_allowed   | the route exists, the method does not                         |
+| 409    | persona_exists       | creating a persona whose id is taken (update it with PUT)     |
+| 413    | body_too_large       | the body is over ``api.max_body_bytes``                       |
+| 422    | invalid_json         | the body is not JSON                                          |
+| 422    | unknown_field        | a field the model does not have                               |
+| 422    | invalid_field        | a field with a wrong type or value (``field`` names it)       |
+| 500    | internal_error       | a bug; the client gets this line, the log gets the traceback  |
+| 503    | overloaded           | too many queued jobs or waiting requests; see ``Retry-After`` |
+| 503    | not_ready            | ``/readyz``: a dependency is down (details: each check)       |
+
+Every refusal happens before anything is written, so a refused request changes no stored data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from actors.fleet import UnknownPersona
+from chorus.llm.router import BudgetExceeded
+from chorus.persona import _field_path
+from serve.schemas import ErrorBody, ErrorResponse
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = ErrorBody(code=code, message=message, field=field, details=details)
+        self.headers = headers
+
+
+def _encode(body: ErrorBody) -> bytes:
+    content = ErrorResponse(error=body).model_dump(exclude_none=True)
+    content["error"].setdefault("field", None)
+    return json.dumps(content).encode()
+
+
+def error_response(exc: ApiError) -> Response:
+    return Response(_encode(exc.body), exc.status, headers=exc.headers, media_type="application/json")
+
+
+def budget_error(exc: BudgetExceeded) -> ApiError:
+    return ApiError(
+        402,
+        "budget_exceeded",
+        f"persona {exc.persona_id!r} has spent ${exc.spent_usd:.4f} "
+        f"of its ${exc.budget_usd:.4f} daily budget",
+        details={"persona_id": exc.persona_id, "spent_usd": exc.spent_usd, "budget_usd": exc.budget_usd},
+    )
+
+
+def _validation_error(exc: RequestValidationError) -> ApiError:
+    first = exc.errors()[0]
+    loc = tuple(first.get("loc", ()))
+    where = loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc
+    if first["type"] == "json_invalid":
+        reason = (first.get("ctx") or {}).get("error", "invalid JSON")
+        return ApiError(422, "invalid_json", f"the request body is not valid JSON: {reason}")
+    if loc == ("body",) and first["type"] in ("model_attributes_type", "dict_type"):
+        return ApiError(
+            422,
+            "invalid_json",
+            "the request body must be a JSON object, sent as Content-Type: application/json",
+        )
+    field = _field_path(where) or None
+    if first["type"] == "extra_forbidden":
+        return ApiError(422, "unknown_field", f"{field}: unknown field", field=field)
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if field is None and loc[:1] == ("body",) and first["type"] == "missing":
+        message = "a JSON request body is required"
+    return ApiError(422, "invalid_field", f"{field}: {message}" if field else message, field=field)
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def api_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return error_response(exc)
+
+    async def invalid_request(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(_validation_error(exc))
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        message = str(exc.detail)
+        if exc.status_code in (404, 405):
+            message = f"{message}: {request.method} {request.url.path}"
+        return error_response(ApiError(exc.status_code, code, message, headers=dict(exc.headers or {})))
+
+    async def unknown_persona(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, UnknownPersona)
+        return error_response(ApiError(404, "persona_not_found", str(exc)))
+
+    async def budget_exceeded(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, BudgetExceeded)
+        return error_response(budget_error(exc))
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(UnknownPersona, unknown_persona)
+    app.add_exception_handler(BudgetExceeded, budget_exceeded)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class GuardMiddleware:
+    """Refuses oversized bodies before anything parses them, and keeps tracebacks from clients.
+
+    Pure ASGI rather than Starlette's BaseHTTPMiddleware: that one buffers streaming responses
+    (the event streams) and costs a task per request on the hot control routes.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.limit = max_body_bytes
+
+    def _too_large(self) -> ApiError:
+        return ApiError(413, "body_too_large", f"the request body is over the {self.limit}-byte limit")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
+                await self._send(send, self._too_large())
+                return
+        received = 0
+        too_large = started = False
+
+        async def limited_receive() -> Message:
+            # Chunked bodies carry no length up front: count them as they arrive.
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    too_large = True
+                    raise _BodyTooLarge
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if too_large:
+                return  # whatever the app answers to a truncated body, the client gets 413
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not too_large:
+                incident = uuid.uuid4().hex[:12]
+                log.exception(
+                    "unhandled error in %s %s (incident %s)", scope["method"], scope["path"], incident
+                )
+                if not started:
+                    await self._send(
+                        send,
+                        ApiError(
+                            500, "internal_error", f"internal error (incident {incident}); see the server log"
+                        ),
+                    )
+                return
+        if too_large and not started:
+            await self._send(send, self._too_large())
+
+    @staticmethod
+    async def _send(send: Send, exc: ApiError) -> None:
+        body = _encode(exc.body)
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        headers += [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
+        await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

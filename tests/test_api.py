@@ -1,0 +1,380 @@
+"""The HTTP API on the real Serve, Redis, fleet and local tier, through a real HTTP client."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from chorus.settings import Settings
+from chorus.state import Post, PostRepo
+from chorus.store import async_redis, keys_for
+from serve.schemas import SseDecoder, SseMessage
+from tests.conftest import API_LIMITS, create_key, make_persona, unique_id
+
+NO_CACHE = {"required_hashtags": ["#EmberAndOak"], "no_cache_steps": ["hook", "body", "rewrite"]}
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture(scope="module")
+async def client(api: str, admin_key: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=api, headers=bearer(admin_key), timeout=360) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+async def anonymous(api: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=api, timeout=60) as client:
+        yield client
+
+
+def persona_body(persona_id: str, **changes: Any) -> dict[str, Any]:
+    return make_persona(persona_id, **changes).model_dump(mode="json")
+
+
+def snapshot(settings: Settings) -> dict[bytes, bytes | None]:
+    """Every key under the prefix, serialised by Redis itself, once no job is running."""
+    client = redis.Redis.from_url(settings.redis.url)
+    keys = keys_for(settings)
+    deadline = time.monotonic() + 300
+    while client.zcard(keys("jobs", "pending")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return {key: client.dump(key) for key in sorted(client.scan_iter(match=keys("*"), count=1000))}
+
+
+def assert_error(
+    response: httpx.Response, status: int, code: str, field: str | None = None
+) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert error["code"] == code and error["field"] == field, error
+    assert error["message"] and "Traceback" not in response.text
+    return dict(error)
+
+
+async def read_events(
+    client: httpx.AsyncClient, job_id: str, *, last_id: str | None = None, first: asyncio.Event | None = None
+) -> list[SseMessage]:
+    """A job's events to the end; sets `first` once the first node event has arrived."""
+    headers = {"Last-Event-ID": last_id} if last_id else {}
+    messages: list[SseMessage] = []
+    async with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        decoder = SseDecoder()
+        async for line in response.aiter_lines():
+            message = decoder.feed(line)
+            if message is None:
+                continue
+            messages.append(message)
+            if first is not None and message.event == "node":
+                first.set()
+            if message.event == "end":
+                break
+    return messages
+
+
+# --- health, docs ------------------------------------------------------------------------------
+
+
+async def test_health_readiness_and_docs_are_open(anonymous: httpx.AsyncClient) -> None:
+    assert (await anonymous.get("/healthz")).json() == {"status": "ok"}
+    ready = await anonymous.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    checks = ready.json()["checks"]
+    assert checks["redis"] == checks["local_tier"] == checks["directory"] == "ok"
+    assert (await anonymous.get("/docs")).status_code == 200
+    spec = (await anonymous.get("/openapi.json")).json()
+    assert "/v1/personas/{persona_id}/posts:generate" in spec["paths"]
+    assert "/v1/jobs/{job_id}/events" in spec["paths"]
+    # The local tier's OpenAI routes stay where they were, on the same Serve instance.
+    assert (await anonymous.get("/llm/v1/models")).status_code == 200
+
+
+# --- personas ------------------------------------------------------------------------------------
+
+
+async def test_persona_create_read_update_delete(client: httpx.AsyncClient) -> None:
+    persona_id = unique_id("crud")
+    created = await client.post("/v1/personas", json=persona_body(persona_id))
+    assert created.status_code == 201, created.text
+    assert created.json()["id"] == persona_id
+    assert_error(await client.post("/v1/personas", json=persona_body(persona_id)), 409, "persona_exists")
+
+    assert (await client.get(f"/v1/personas/{persona_id}")).json()[
+        "display_name"
+    ] == "Ember & Oak Coffee Roasters"
+    listed = (await client.get("/v1/personas")).json()["personas"]
+    assert persona_id in [p["id"] for p in listed]
+
+    updated = await client.put(
+        f"/v1/personas/{persona_id}", json=persona_body(persona_id, display_name="Renamed")
+    )
+    assert updated.status_code == 200, updated.text
+    assert (await client.get(f"/v1/personas/{persona_id}")).json()["display_name"] == "Renamed"
+    mismatch = await client.put(f"/v1/personas/{persona_id}", json=persona_body("other-id"))
+    assert_error(mismatch, 422, "invalid_field", "id")
+
+    stats = (await client.get(f"/v1/personas/{persona_id}/stats")).json()
+    assert stats["posts"] == 0 and stats["cost_per_accepted_post_usd"] is None
+
+    assert (await client.delete(f"/v1/personas/{persona_id}")).status_code == 204
+    assert_error(await client.get(f"/v1/personas/{persona_id}"), 404, "persona_not_found")
+    assert_error(await client.delete(f"/v1/personas/{persona_id}"), 404, "persona_not_found")
+
+
+# --- generation end to end -----------------------------------------------------------------------
+
+
+async def test_generate_sync_then_async_with_events_to_early_and_late_clients(
+    client: httpx.AsyncClient,
+) -> None:
+    persona_id = unique_id("e2e")
+    assert (
+        await client.post("/v1/personas", json=persona_body(persona_id, rules=NO_CACHE))
+    ).status_code == 201
+
+    # Synchronous: the answer carries the finished job and its stored, costed post.
+    sync = await client.post(f"/v1/personas/{persona_id}/posts:generate", json={"count": 1})
+    assert sync.status_code == 200, sync.text
+    [job] = sync.json()["jobs"]
+    assert job["status"] == "done", job
+    post = Post.model_validate(job["post"])
+    assert post.cost_usd > 0 and post.prompt_tokens > 0 and post.completion_tokens > 0
+    assert post.tiers["hook"] == "premium" and post.tiers["body"] == "local"
+    stored = (await client.get("/v1/posts", params={"persona": persona_id})).json()["posts"]
+    assert [p["id"] for p in stored] == [post.id] and stored[0]["cost_usd"] == post.cost_usd
+
+    # An update applies from the next job on: the hook moves to the local tier.
+    policy = {"hook": "local", "body": "local", "rewrite": "local"}
+    updated = await client.put(
+        f"/v1/personas/{persona_id}", json=persona_body(persona_id, rules=NO_CACHE, model_policy=policy)
+    )
+    assert updated.status_code == 200, updated.text
+
+    # Asynchronous: 202 with the job at once; one client follows from the start, another joins
+    # after the first node, a third resumes after the first event with Last-Event-ID.
+    queued = await client.post(f"/v1/personas/{persona_id}/posts:generate", params={"async": "true"})
+    assert queued.status_code == 202, queued.text
+    [job] = queued.json()["jobs"]
+    assert job["status"] in ("queued", "running") and queued.headers["location"] == f"/v1/jobs/{job['id']}"
+    first_node = asyncio.Event()
+    early = asyncio.create_task(read_events(client, job["id"], first=first_node))
+    await asyncio.wait_for(first_node.wait(), 300)
+    late = await read_events(client, job["id"])
+    early_events = await early
+    resumed = await read_events(client, job["id"], last_id=early_events[0].id)
+
+    kinds = [m.event for m in early_events]
+    assert kinds[-2:] == ["post", "end"] and set(kinds[:-2]) == {"node"}
+    nodes = [m.json_data() for m in early_events if m.event == "node"]
+    names = [n["node"] for n in nodes]
+    assert names[:4] == ["plan", "hook", "body", "review"] and names[-1] == "finalize"
+    for node in nodes:
+        assert {"node", "duration_s", "tier", "prompt_tokens", "completion_tokens", "cost_usd"} <= set(node)
+    assert [(m.id, m.event, m.data) for m in late] == [(m.id, m.event, m.data) for m in early_events]
+    assert [m.id for m in resumed] == [m.id for m in early_events[1:]]
+    ids = [m.id for m in early_events]
+    assert ids == sorted(ids, key=lambda i: tuple(map(int, (i or "0-0").split("-"))))
+
+    streamed = Post.model_validate(early_events[-2].json_data())
+    assert streamed.tiers["hook"] == "local"  # the updated spec
+    assert early_events[-1].json_data()["status"] == "done"
+    detail = (await client.get(f"/v1/jobs/{job['id']}")).json()
+    assert detail["status"] == "done" and detail["post"]["id"] == streamed.id
+
+    stats = (await client.get(f"/v1/personas/{persona_id}/stats")).json()
+    assert stats["posts"] == 2 and stats["accepted"] + stats["rejected"] == 2
+    assert stats["spend_today_usd"] == pytest.approx(post.cost_usd + streamed.cost_usd)
+
+
+# --- listing posts -------------------------------------------------------------------------------
+
+
+async def test_posts_filter_by_persona_status_and_time_with_cursor_paging(
+    client: httpx.AsyncClient, api_settings: Settings
+) -> None:
+    persona_id, other = unique_id("list"), unique_id("list")
+    redis_client = async_redis(api_settings)
+    repo = PostRepo(redis_client, keys_for(api_settings))
+    base = float(int(time.time()) - 1000)  # whole seconds: the API reads times to the microsecond
+    for i in range(7):
+        for owner in (persona_id, other):
+            await repo.save(
+                Post(
+                    id=f"job_{owner}_{i}",
+                    persona_id=owner,
+                    platform="x",
+                    status="accepted" if i % 3 else "rejected",
+                    text=f"post {i}",
+                    topic="t",
+                    cost_usd=0.001,
+                    prompt_tokens=10,
+                    completion_tokens=5,
+                    tiers={"body": "local"},
+                    nodes=[],
+                    created_at=base + i,
+                )
+            )
+    await redis_client.aclose()
+
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        params: dict[str, Any] = {"persona": persona_id, "limit": 3}
+        if cursor:
+            params["cursor"] = cursor
+        page = (await client.get("/v1/posts", params=params)).json()
+        seen += [p["id"] for p in page["posts"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [f"job_{persona_id}_{i}" for i in reversed(range(7))]
+
+    rejected = (await client.get("/v1/posts", params={"persona": persona_id, "status": "rejected"})).json()
+    assert [p["text"] for p in rejected["posts"]] == ["post 6", "post 3", "post 0"]
+    window = {"persona": persona_id, "since": base + 2, "until": base + 5}
+    assert [p["text"] for p in (await client.get("/v1/posts", params=window)).json()["posts"]] == [
+        "post 4",
+        "post 3",
+        "post 2",
+    ]
+
+
+# --- keys and roles ------------------------------------------------------------------------------
+
+
+async def test_keys_and_roles_refuse_without_changing_anything(
+    client: httpx.AsyncClient, anonymous: httpx.AsyncClient, api_settings: Settings
+) -> None:
+    persona_id = unique_id("auth")
+    assert (await client.post("/v1/personas", json=persona_body(persona_id))).status_code == 201
+    viewer = (await client.post("/v1/keys", json={"role": "viewer", "name": "v"})).json()
+    editor = (await client.post("/v1/keys", json={"role": "editor"})).json()
+    revoked = (await client.post("/v1/keys", json={"role": "admin"})).json()
+    assert viewer["key"].startswith(f"chorus_{viewer['id']}_") and viewer["role"] == "viewer"
+    assert (await client.delete(f"/v1/keys/{revoked['id']}")).json()["keys"][0]["revoked_at"] is not None
+    listed = (await client.get("/v1/keys")).json()["keys"]
+    assert {viewer["id"], editor["id"], revoked["id"]} <= {k["id"] for k in listed}
+    assert all("key" not in k and "sha256" not in k for k in listed)
+
+    before = snapshot(api_settings)
+    generate = f"/v1/personas/{persona_id}/posts:generate"
+    assert_error(await anonymous.post(generate), 401, "missing_key")
+    assert_error(await anonymous.get("/v1/personas"), 401, "missing_key")
+    unknown = f"chorus_{viewer['id']}_not-the-secret"
+    assert_error(await anonymous.post(generate, headers=bearer(unknown)), 401, "invalid_key")
+    assert_error(await anonymous.get("/v1/posts", headers=bearer("garbage")), 401, "invalid_key")
+    gone = assert_error(await anonymous.post(generate, headers=bearer(revoked["key"])), 401, "invalid_key")
+    assert "revoked" in gone["message"]
+    refused = await anonymous.post(generate, headers=bearer(viewer["key"]))
+    assert_error(refused, 403, "forbidden")
+    assert_error(
+        await anonymous.delete(f"/v1/personas/{persona_id}", headers=bearer(viewer["key"])), 403, "forbidden"
+    )
+    assert_error(
+        await anonymous.post("/v1/keys", json={"role": "admin"}, headers=bearer(editor["key"])),
+        403,
+        "forbidden",
+    )
+    assert (
+        await anonymous.get(f"/v1/personas/{persona_id}", headers=bearer(viewer["key"]))
+    ).status_code == 200
+    assert snapshot(api_settings) == before
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+
+async def test_bad_input_gets_its_documented_error_and_changes_nothing(
+    client: httpx.AsyncClient, api_settings: Settings
+) -> None:
+    persona_id, broke = unique_id("bad"), unique_id("broke")
+    assert (await client.post("/v1/personas", json=persona_body(persona_id))).status_code == 201
+    assert (
+        await client.post("/v1/personas", json=persona_body(broke, daily_budget_usd=0))
+    ).status_code == 201
+    generate = f"/v1/personas/{persona_id}/posts:generate"
+    json_headers = {"Content-Type": "application/json"}
+    before = snapshot(api_settings)
+
+    error = assert_error(
+        await client.post(generate, content=b'{"count": ', headers=json_headers), 422, "invalid_json"
+    )
+    assert "not valid JSON" in error["message"]
+    assert_error(
+        await client.post("/v1/personas", content=b"[1, 2]", headers=json_headers), 422, "invalid_json"
+    )
+    error = assert_error(
+        await client.post(generate, json={"count": 1, "colour": "red"}), 422, "unknown_field", "colour"
+    )
+    assert error["message"] == "colour: unknown field"
+    error = assert_error(await client.post(generate, json={"count": "many"}), 422, "invalid_field", "count")
+    assert "valid integer" in error["message"]
+    limit = API_LIMITS["max_body_bytes"]
+    oversized = {"count": 1, "pad": "x" * int(limit)}
+    assert_error(await client.post(generate, json=oversized), 413, "body_too_large")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(int(limit) // 1024 + 2):
+            yield b" " * 1024
+
+    assert_error(await client.post(generate, content=chunks(), headers=json_headers), 413, "body_too_large")
+
+    bad_spec = persona_body(unique_id("bad"))
+    bad_spec["platforms"][0]["name"] = "myspace"
+    error = assert_error(
+        await client.post("/v1/personas", json=bad_spec), 422, "invalid_field", "platforms[0].name"
+    )
+    assert "'x', 'bluesky', 'mastodon' or 'linkedin'" in error["message"]
+    bad_spec = {**persona_body(persona_id), "topcis": ["typo"]}
+    assert_error(
+        await client.put(f"/v1/personas/{persona_id}", json=bad_spec), 422, "unknown_field", "topcis"
+    )
+    bad_spec = {**persona_body(persona_id), "cadence": {"timezone": "Mars/Base"}}
+    error = assert_error(
+        await client.put(f"/v1/personas/{persona_id}", json=bad_spec),
+        422,
+        "invalid_field",
+        "cadence.timezone",
+    )
+    assert "unknown time zone 'Mars/Base'" in error["message"]
+
+    assert_error(await client.post("/v1/personas/nobody-here/posts:generate"), 404, "persona_not_found")
+    assert_error(await client.get("/v1/personas/nobody-here/stats"), 404, "persona_not_found")
+    assert_error(await client.get("/v1/jobs/job_missing"), 404, "job_not_found")
+    assert_error(await client.get("/v1/jobs/job_missing/events"), 404, "job_not_found")
+    assert_error(await client.delete("/v1/keys/nope"), 404, "key_not_found")
+    assert_error(await client.get("/v1/nothing-here"), 404, "not_found")
+    assert_error(await client.get("/v1/posts", params={"cursor": "bogus"}), 422, "invalid_field", "cursor")
+    assert_error(await client.get("/v1/posts", params={"limit": 0}), 422, "invalid_field", "limit")
+    assert_error(await client.get("/v1/posts", params={"status": "maybe"}), 422, "invalid_field", "status")
+
+    budget = assert_error(await client.post(f"/v1/personas/{broke}/posts:generate"), 402, "budget_exceeded")
+    assert budget["details"]["spent_usd"] == 0 and budget["details"]["budget_usd"] == 0
+    too_many = API_LIMITS["max_pending_jobs"] + 1
+    busy = await client.post(generate, params={"async": "true"}, json={"count": too_many})
+    assert_error(busy, 503, "overloaded")
+    assert int(busy.headers["retry-after"]) > 0
+
+    assert snapshot(api_settings) == before
+
+
+async def test_a_viewer_key_made_in_redis_reads_but_cannot_write(
+    anonymous: httpx.AsyncClient, api_settings: Settings
+) -> None:
+    key = await create_key(api_settings, "viewer")
+    assert (await anonymous.get("/v1/status", headers=bearer(key))).json()["queue_depth"] >= 0
+    assert_error(
+        await anonymous.post("/v1/keys", json={"role": "viewer"}, headers=bearer(key)), 403, "forbidden"
+    )
