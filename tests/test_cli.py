@@ -1,0 +1,106 @@
+"""The `chorus` command as a user runs it: a subprocess talking to the test API over HTTP."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import EXAMPLE_PERSONA, unique_id
+
+CHORUS = [shutil.which("chorus") or ""] if shutil.which("chorus") else [sys.executable, "-m", "chorus.cli"]
+
+Run = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture()
+def chorus(api: str, admin_key: str, tmp_path: Path) -> Run:
+    """Runs `chorus ARGS...` against the test API; returns (exit code, stdout, stderr)."""
+    env = {
+        **os.environ,
+        "CHORUS_API_URL": api,
+        "CHORUS_API_KEY": admin_key,
+        # Nothing from the developer's own ~/.config/chorus or ~/.local/share/chorus.
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "COLUMNS": "200",
+    }
+
+    def run(*args: str, key: str | None = None, url: str | None = None) -> tuple[int, str, str]:
+        overrides = {"CHORUS_API_KEY": key} if key else {}
+        overrides |= {"CHORUS_API_URL": url} if url else {}
+        done = subprocess.run(
+            [*CHORUS, *args], capture_output=True, text=True, timeout=600, env={**env, **overrides}
+        )
+        return done.returncode, done.stdout, done.stderr
+
+    return run
+
+
+def persona_file(tmp_path: Path, persona_id: str, **changes: object) -> Path:
+    data = yaml.safe_load(EXAMPLE_PERSONA.read_text())
+    data.update(id=persona_id, **changes)
+    path = tmp_path / f"{persona_id}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_apply_of_a_bad_file_is_one_line_naming_the_field(chorus: Run, tmp_path: Path) -> None:
+    bad = persona_file(tmp_path, unique_id("cli"), platforms=[{"name": "myspace"}])
+    code, out, err = chorus("personas", "apply", str(bad))
+    assert code != 0 and out == ""
+    assert len(err.strip().splitlines()) == 1, err
+    assert "platforms[0].name" in err and str(bad) in err
+
+    good = persona_file(tmp_path, unique_id("cli"))
+    code, out, err = chorus("personas", "apply", str(good))
+    assert code == 0, err
+    assert out.strip() == f"created {good.stem}"
+    code, out, _ = chorus("personas", "list")
+    assert code == 0 and good.stem in out
+
+
+def test_generate_prints_each_node_as_it_finishes_then_the_post(chorus: Run, tmp_path: Path) -> None:
+    path = persona_file(tmp_path, unique_id("cli"))
+    assert chorus("personas", "apply", str(path))[0] == 0
+    code, out, err = chorus("generate", path.stem)
+    assert code == 0, err
+    nodes = re.findall(r"^\s+(plan|hook|body|review|rewrite|finalize)\s+(premium|local|rules)\s", out, re.M)
+    names = [name for name, _ in nodes]
+    assert names[:4] == ["plan", "hook", "body", "review"] and names[-1] == "finalize", out
+    assert ("hook", "premium") in nodes and ("body", "local") in nodes
+    assert path.stem in out and ("accepted" in out or "rejected" in out)
+
+    code, out, _ = chorus("posts", "--persona", path.stem)
+    assert code == 0 and "1 posts" in out
+
+
+def test_keys_lifecycle_and_refusals_are_one_line_errors(chorus: Run) -> None:
+    code, out, err = chorus("keys", "create", "--role", "viewer", "--name", "cli-test")
+    assert code == 0, err
+    key = re.search(r"chorus_[0-9a-f]+_\S+", out)
+    assert key is not None, out
+    key_id = key.group(0).split("_")[1]
+    code, out, _ = chorus("keys", "list")
+    assert code == 0 and key_id in out and "cli-test" in out
+
+    code, out, err = chorus("personas", "delete", "anything", key=key.group(0))
+    assert code == 1 and out == "" and len(err.strip().splitlines()) == 1
+    assert "403 forbidden" in err
+
+    assert chorus("keys", "revoke", key_id)[0] == 0
+    code, _, err = chorus("personas", "list", key=key.group(0))
+    assert code == 1 and "revoked" in err and len(err.strip().splitlines()) == 1
+
+    code, _, err = chorus("generate", "no-such-persona")
+    assert code == 1 and "404 persona_not_found" in err and len(err.strip().splitlines()) == 1
+
+    code, _, err = chorus("status", url="http://127.0.0.1:9")
+    assert code == 1 and "cannot reach the Chorus API" in err and len(err.strip().splitlines()) == 1
