@@ -114,7 +114,7 @@ class Fleet:
         """
         try:
             async with asyncio.timeout(timeout_s):
-                async for event in self.jobs.events(job_id, block_ms=5_000):
+                async for event in self.jobs.events(job_id):
                     if event.type == "end":
                         break
         except TimeoutError:

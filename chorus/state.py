@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from chorus.llm.types import BudgetExceeded
 from chorus.persona import PersonaSpec
-from chorus.store import Keys
+from chorus.store import EVENTS_BLOCK_MS, Keys
 
 JobStatus = Literal["queued", "running", "done", "failed", "budget_exceeded"]
 PostStatus = Literal["accepted", "rejected"]
@@ -183,7 +183,9 @@ class JobRepo:
             pipe.expire(key, self.EVENTS_TTL_S)
             await pipe.execute()
 
-    async def events(self, job_id: str, after: str = "0", block_ms: int = 15_000) -> AsyncIterator[JobEvent]:
+    async def events(
+        self, job_id: str, after: str = "0", block_ms: int = EVENTS_BLOCK_MS
+    ) -> AsyncIterator[JobEvent]:
         """Every event from the start (or after `after`), then new ones as they come, until end."""
         key = self._k("job", job_id, "events")
         last = after

@@ -22,9 +22,17 @@ def keys_for(settings: Settings) -> Keys:
     return Keys(settings.redis.key_prefix)
 
 
+# redis-py 8 defaults to a 5 s socket timeout, which a blocking XREAD of the same length races;
+# job event streams block for up to EVENTS_BLOCK_MS, so reads may take that long by design.
+EVENTS_BLOCK_MS = 10_000
+SOCKET_TIMEOUT_S = 30.0
+
+
 def async_redis(settings: Settings) -> aioredis.Redis:
-    return aioredis.Redis.from_url(settings.redis.url, decode_responses=False)
+    return aioredis.Redis.from_url(
+        settings.redis.url, decode_responses=False, socket_timeout=SOCKET_TIMEOUT_S
+    )
 
 
 def sync_redis(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis.url, decode_responses=False)
+    return redis.Redis.from_url(settings.redis.url, decode_responses=False, socket_timeout=SOCKET_TIMEOUT_S)

@@ -129,9 +129,7 @@ def unique_id(prefix: str) -> str:
 @pytest.fixture(scope="session")
 def fleet_settings(local_tier: str, settings: Settings) -> Settings:
     """Settings for fleet tests: the shared local tier, a short idle timeout for passivation."""
-    return settings.model_copy(
-        update={"fleet": settings.fleet.model_copy(update={"idle_passivate_s": 600})}
-    )
+    return settings.model_copy(update={"fleet": settings.fleet.model_copy(update={"idle_passivate_s": 600})})
 
 
 @pytest.fixture()

@@ -139,7 +139,9 @@ async def test_near_duplicate_of_a_recent_post_is_sent_back(
     persona = make_persona(unique_id("dupe"), topics=["roast day"], banned_words=[])
     router = CountingRouter(settings, aredis)
     graph = build_content_graph()
-    first = await graph.ainvoke({"job_id": unique_id("job")}, context=_context(settings, aredis, router, persona=persona))
+    first = await graph.ainvoke(
+        {"job_id": unique_id("job")}, context=_context(settings, aredis, router, persona=persona)
+    )
     # The same persona, topic and prompts again: the cached hook and body give the same draft,
     # which review must now see as a copy of the post it just stored.
     recent = [{"text": first["draft"], "topic": "roast day"}]
@@ -165,7 +167,9 @@ async def test_interrupted_run_resumes_without_paying_for_the_hook_again(
     assert router.calls == {"hook": 1}
     # A new router stands for a new process: only the checkpoint carries the run over.
     resumed = CountingRouter(settings, aredis)
-    state = await graph.ainvoke(None, config, context=_context(settings, aredis, resumed, persona=ctx.persona))
+    state = await graph.ainvoke(
+        None, config, context=_context(settings, aredis, resumed, persona=ctx.persona)
+    )
     assert resumed.calls["hook"] == 0 and resumed.calls["body"] == 1
     assert [r.node for r in state["records"]].count("hook") == 1
     post = await PostRepo(aredis, keys_for(settings)).get(job_id)

@@ -68,9 +68,7 @@ def test_chat_streaming_matches_non_streaming(client: openai.OpenAI) -> None:
         stop=["###"],
     )
     whole = client.chat.completions.create(**kwargs)  # type: ignore[call-overload]
-    stream = client.chat.completions.create(
-        stream=True, stream_options={"include_usage": True}, **kwargs
-    )  # type: ignore[call-overload]
+    stream = client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **kwargs)  # type: ignore[call-overload]
     pieces, usage, finish = [], None, None
     for chunk in stream:
         if chunk.usage is not None:

@@ -31,7 +31,9 @@ def _router(settings: Settings, client: aioredis.Redis | None, **changes: object
     return Router(settings.model_copy(update=changes), client)
 
 
-async def test_policy_routes_each_step_to_its_tier(settings: Settings, local_tier: str, aredis: aioredis.Redis) -> None:
+async def test_policy_routes_each_step_to_its_tier(
+    settings: Settings, local_tier: str, aredis: aioredis.Redis
+) -> None:
     router = _router(settings, aredis)
     premium = await router.complete(step="hook", tier="premium", messages=_messages(), max_tokens=8)
     local = await router.complete(step="body", tier="local", messages=_messages(), max_tokens=8)
@@ -41,7 +43,9 @@ async def test_policy_routes_each_step_to_its_tier(settings: Settings, local_tie
     await router.aclose()
 
 
-async def test_costs_follow_the_price_table(settings: Settings, local_tier: str, aredis: aioredis.Redis) -> None:
+async def test_costs_follow_the_price_table(
+    settings: Settings, local_tier: str, aredis: aioredis.Redis
+) -> None:
     router = _router(settings, aredis)
     premium = await router.complete(step="hook", tier="premium", messages=_messages(), max_tokens=8)
     local = await router.complete(step="body", tier="local", messages=_messages(), max_tokens=8)
@@ -57,7 +61,9 @@ async def test_costs_follow_the_price_table(settings: Settings, local_tier: str,
     await router.aclose()
 
 
-async def test_repeated_call_is_a_free_cache_hit(settings: Settings, local_tier: str, aredis: aioredis.Redis) -> None:
+async def test_repeated_call_is_a_free_cache_hit(
+    settings: Settings, local_tier: str, aredis: aioredis.Redis
+) -> None:
     router = _router(settings, aredis)
     messages = _messages()
     first = await router.complete(step="body", tier="local", messages=messages, max_tokens=12, temperature=0)
@@ -65,7 +71,9 @@ async def test_repeated_call_is_a_free_cache_hit(settings: Settings, local_tier:
     assert not first.cache_hit and first.cost_usd > 0
     assert again.cache_hit and again.cost_usd == 0
     assert (again.text, again.prompt_tokens, again.completion_tokens) == (
-        first.text, first.prompt_tokens, first.completion_tokens
+        first.text,
+        first.prompt_tokens,
+        first.completion_tokens,
     )
     # Other sampling parameters are another request, and a step may opt out.
     other = await router.complete(step="body", tier="local", messages=messages, max_tokens=13, temperature=0)
@@ -77,11 +85,11 @@ async def test_repeated_call_is_a_free_cache_hit(settings: Settings, local_tier:
     await router.aclose()
 
 
-async def test_premium_down_falls_back_to_local(settings: Settings, local_tier: str, aredis: aioredis.Redis) -> None:
+async def test_premium_down_falls_back_to_local(
+    settings: Settings, local_tier: str, aredis: aioredis.Redis
+) -> None:
     closed = f"http://127.0.0.1:{_free_port()}/v1"
-    down = settings.model_copy(
-        update={"premium": settings.premium.model_copy(update={"base_url": closed})}
-    )
+    down = settings.model_copy(update={"premium": settings.premium.model_copy(update={"base_url": closed})})
     router = Router(down, aredis)
     result = await router.complete(step="hook", tier="premium", messages=_messages(), max_tokens=8)
     assert result.tier_requested == "premium"
@@ -92,10 +100,10 @@ async def test_premium_down_falls_back_to_local(settings: Settings, local_tier: 
     await router.aclose()
 
 
-async def test_no_premium_key_uses_local_and_says_so(settings: Settings, local_tier: str, aredis: aioredis.Redis) -> None:
-    unkeyed = settings.model_copy(
-        update={"premium": settings.premium.model_copy(update={"api_key": None})}
-    )
+async def test_no_premium_key_uses_local_and_says_so(
+    settings: Settings, local_tier: str, aredis: aioredis.Redis
+) -> None:
+    unkeyed = settings.model_copy(update={"premium": settings.premium.model_copy(update={"api_key": None})})
     router = Router(unkeyed, aredis)
     assert router.premium is None
     result = await router.complete(step="hook", tier="premium", messages=_messages(), max_tokens=8)
