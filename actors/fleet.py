@@ -89,7 +89,7 @@ class Fleet:
         if spent >= ledger.budget_usd:
             raise BudgetExceeded(persona_id, spent, ledger.budget_usd, 0.0)
         directory = await self.directory()
-        job_ids = []
+        job_ids: list[str] = []
         for _ in range(count):
             job = await self.jobs.create(persona_id)
             await directory.submit.remote(job.id, persona_id)

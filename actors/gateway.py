@@ -19,7 +19,7 @@ from chorus.settings import Settings, Tier
 GATEWAY_NAME = "chorus-gateway"
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=1000)
+@ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=1000)  # type: ignore[call-overload]
 class ModelGateway:
     def __init__(self, settings: Settings) -> None:
         from chorus.llm.router import Router

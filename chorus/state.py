@@ -117,7 +117,8 @@ class PersonaRepo:
         return PersonaSpec.model_validate_json(raw) if raw else None
 
     async def ids(self) -> list[str]:
-        return sorted(m.decode() for m in await self._r.smembers(self._k("personas")))
+        members: set[bytes] = await self._r.smembers(self._k("personas"))  # type: ignore[assignment]
+        return sorted(m.decode() for m in members)
 
     async def all(self) -> list[PersonaSpec]:
         ids = await self.ids()
@@ -170,7 +171,7 @@ class JobRepo:
 
     async def pending(self) -> list[tuple[str, float]]:
         """Jobs submitted and not finished, oldest first, with their submission time."""
-        rows = await self._r.zrange(self._k("jobs", "pending"), 0, -1, withscores=True)
+        rows: list[Any] = await self._r.zrange(self._k("jobs", "pending"), 0, -1, withscores=True)
         return [(member.decode(), float(score)) for member, score in rows]
 
     async def pending_count(self) -> int:
@@ -192,7 +193,7 @@ class JobRepo:
         if self._max_block_ms is not None:
             block_ms = min(block_ms, self._max_block_ms)
         while True:
-            batch = await self._r.xread({key: last}, block=block_ms, count=100)
+            batch: Any = await self._r.xread({key: last}, block=block_ms, count=100)
             if not batch:
                 job = await self.get(job_id)
                 if job is None or (job.status in TERMINAL_JOB_STATUSES and not await self._r.exists(key)):
@@ -292,7 +293,9 @@ class PostRepo:
         found: list[Post] = []
         offset, batch = 0, max(limit * 2, 50)
         while len(found) < limit:
-            ids = await self._r.zrevrangebyscore(index, top, bottom, start=offset, num=batch, withscores=True)
+            ids: list[Any] = await self._r.zrevrangebyscore(
+                index, top, bottom, start=offset, num=batch, withscores=True
+            )
             if not ids:
                 break
             offset += len(ids)
@@ -317,7 +320,8 @@ class PostRepo:
 
     async def stats(self, persona_id: str, spend_today: float, budget: float) -> PersonaStats:
         raw = {
-            k.decode(): v.decode() for k, v in (await self._r.hgetall(self._k("stats", persona_id))).items()
+            k.decode(): v.decode()
+            for k, v in (await self._r.hgetall(self._k("stats", persona_id))).items()  # type: ignore[union-attr]
         }
         accepted = int(raw.get("accepted", 0))
         accepted_cost = float(raw.get("accepted_cost_usd", 0))

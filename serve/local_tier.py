@@ -208,7 +208,7 @@ def local_tier_deployment_options(tier: LocalTierSettings) -> dict[str, Any]:
 
 
 def local_tier_app(settings: Settings) -> Application:
-    return LlamaCppServer.options(**local_tier_deployment_options(settings.local)).bind(settings)
+    return LlamaCppServer.options(**local_tier_deployment_options(settings.local)).bind(settings)  # type: ignore[attr-defined]
 
 
 def build_local_tier_app(args: dict[str, Any]) -> Application:

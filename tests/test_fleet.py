@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import subprocess
 import threading
 import time
@@ -78,7 +79,7 @@ async def test_jobs_of_one_persona_run_one_at_a_time_and_add_up(fleet: Fleet) ->
     jobs = [await fleet.wait(j, timeout_s=240) for [j] in job_ids]
     assert all(j.status == "done" for j in jobs), [j.error for j in jobs]
     spans = sorted((j.started_at or 0, j.finished_at or 0) for j in jobs)
-    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(spans):
         assert end <= start, "two jobs of one persona overlapped"
     posts = (await fleet.posts(persona_id=spec.id)).posts
     stats = await fleet.stats(spec.id)

@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -173,9 +173,7 @@ class LlamaEngine:
                 prompt_tokens = self.count_tokens(prompt)
                 self._check_fits(prompt_tokens, params)
                 room = self.context_tokens - prompt_tokens
-                pieces: Iterator[Any] = self._llm.create_completion(
-                    prompt, stream=True, **self._kwargs(params, room)
-                )
+                pieces: Any = self._llm.create_completion(prompt, stream=True, **self._kwargs(params, room))
                 text, finish = "", "stop"
                 for chunk in pieces:
                     if cancelled.is_set():

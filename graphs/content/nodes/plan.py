@@ -11,7 +11,7 @@ from graphs.content.state import PostState, WorkflowContext, record
 
 def choose_topic(topics: list[str], recent_topics: list[str]) -> str:
     """The first topic never used recently, else the one used longest ago."""
-    last_use = {}
+    last_use: dict[str, int] = {}
     for age, topic in enumerate(recent_topics):  # newest first: a smaller age is more recent
         last_use.setdefault(topic, age)
     return max(topics, key=lambda t: (t not in last_use, last_use.get(t, 0), -topics.index(t)))
