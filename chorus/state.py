@@ -319,7 +319,7 @@ class PostRepo:
         return PostPage(posts=found, next_cursor=next_cursor)
 
     async def stats(self, persona_id: str, spend_today: float, budget: float) -> PersonaStats:
-        fields: dict[Any, Any] = await self._r.hgetall(self._k("stats", persona_id))  # type: ignore[assignment]
+        fields: dict[Any, Any] = await self._r.hgetall(self._k("stats", persona_id))
         raw = {k.decode(): v.decode() for k, v in fields.items()}
         accepted = int(raw.get("accepted", 0))
         accepted_cost = float(raw.get("accepted_cost_usd", 0))
