@@ -20,13 +20,18 @@ API_ROUTE = "/"
 
 
 def connect_ray(settings: Settings, *, num_cpus: int | None = None) -> None:
-    """Join the configured Ray cluster, or start a local one when none is configured."""
+    """Join the configured Ray cluster, or start a local one when none is configured.
+
+    With no address Ray joins a cluster started by `ray start` on this machine if there is one
+    (what `chorus up` leaves running); "local" always starts a private one (what tests need).
+    """
     if ray.is_initialized():
         return
+    starts_own = settings.ray_address in (None, "local")
     ray.init(
         address=settings.ray_address,
         namespace=settings.ray_namespace,
-        num_cpus=num_cpus if settings.ray_address is None else None,
+        num_cpus=num_cpus if starts_own else None,
         log_to_driver=False,
         logging_level=logging.WARNING,
     )
