@@ -240,6 +240,7 @@ class JobRun:
     post: Post | None = None
     status: str = "queued"
     error: str | None = None
+    finished: float | None = None
 
     @property
     def current(self) -> str:
@@ -258,6 +259,7 @@ async def follow(client: ApiClient, run: JobRun, on_change: Callable[[JobRun, st
         elif message.event == "end":
             run.status = str(data.get("status", "done"))
             run.error = data.get("error")
+            run.finished = time.monotonic()
         on_change(run, message.event)
     return run
 
@@ -543,7 +545,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def _progress_table(runs: Sequence[JobRun]) -> Table:
     table = Table(title="generating", expand=False)
-    for column in ("persona", "job", "nodes done", "now", "elapsed", "status"):
+    for column in ("persona", "job", "nodes done", "last", "elapsed", "status"):
         table.add_column(column)
     for run in runs:
         style = {"done": "green", "running": "cyan", "queued": "dim"}.get(run.status, "red")
@@ -552,7 +554,7 @@ def _progress_table(runs: Sequence[JobRun]) -> Table:
             run.job_id[-8:],
             " ".join(n.node for n in run.nodes),
             run.current,
-            f"{time.monotonic() - run.started:5.1f}s",
+            f"{(run.finished or time.monotonic()) - run.started:5.1f}s",
             f"[{style}]{run.status}[/{style}]",
         )
     return table
@@ -596,12 +598,9 @@ async def _demo_generate(result: UpResult, persona_ids: Sequence[str], count: in
         batches = await asyncio.gather(*(start_jobs(client, pid, count) for pid in persona_ids))
         runs = [run for batch in batches for run in batch]
         if console.is_terminal:
-            with Live(_progress_table(runs), console=console, refresh_per_second=4) as live:
-
-                def redraw(_: JobRun, __: str) -> None:
-                    live.update(_progress_table(runs))
-
-                await asyncio.gather(*(follow(client, run, redraw) for run in runs))
+            # Redrawn on every refresh, not only on events, so the elapsed times keep moving.
+            with Live(console=console, refresh_per_second=4, get_renderable=lambda: _progress_table(runs)):
+                await asyncio.gather(*(follow(client, run, lambda _run, _event: None) for run in runs))
         else:
             printer = _printer(lambda r: f"{r.persona_id:<28} ")
             await asyncio.gather(*(follow(client, run, printer) for run in runs))

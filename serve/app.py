@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import redis.asyncio as aioredis
 from fastapi import Depends, FastAPI, Header, Query, Response
 from fastapi.responses import StreamingResponse
 from ray import serve
@@ -131,10 +132,16 @@ async def _within(awaitable: Awaitable[Any], timeout_s: float) -> Any:
 
 def create_app(settings: Settings) -> FastAPI:
     """The API over one fleet; every route but the health checks and the docs needs a key."""
-    fleet = Fleet(settings)
+    # Up to max_ongoing_requests requests at once, each event stream in a blocking read: a pool
+    # that size, which waits for a free connection rather than failing (redis-py caps a default
+    # pool at 100 connections and raises beyond).
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis.url, max_connections=settings.api.max_ongoing_requests + 16
+    )
+    fleet = Fleet(settings, aioredis.Redis(connection_pool=pool))
+    limits = settings.api
     key_store = KeyStore(fleet.redis, keys_for(settings))
     auth = Authorizer(key_store)
-    limits = settings.api
     viewer = Depends(auth.require("viewer"))
     editor = Depends(auth.require("editor"))
     admin = Depends(auth.require("admin"))

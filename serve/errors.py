@@ -2,6 +2,7 @@
 
 | status | code                 | when                                                          |
 |--------|----------------------|---------------------------------------------------------------|
+| 400    | bad_request          | a body FastAPI cannot read at all (e.g. a broken form)        |
 | 401    | missing_key          | no ``Authorization: Bearer <key>`` header                     |
 | 401    | invalid_key          | the key is malformed, unknown or revoked                      |
 | 402    | budget_exceeded      | the persona's daily budget is spent (details: spent, budget)  |
@@ -13,11 +14,12 @@
 | 405    | method_not_allowed   | the route exists, the method does not                         |
 | 409    | persona_exists       | creating a persona whose id is taken (update it with PUT)     |
 | 413    | body_too_large       | the body is over ``api.max_body_bytes``                       |
-| 422    | invalid_json         | the body is not JSON                                          |
+| 422    | invalid_json         | the body is not a JSON object                                 |
 | 422    | unknown_field        | a field the model does not have                               |
 | 422    | invalid_field        | a field with a wrong type or value (``field`` names it)       |
 | 500    | internal_error       | a bug; the client gets this line, the log gets the traceback  |
 | 503    | overloaded           | too many queued jobs or waiting requests; see ``Retry-After`` |
+| 503    | unavailable          | Redis does not answer; see ``Retry-After``                    |
 | 503    | not_ready            | ``/readyz``: a dependency is down (details: each check)       |
 
 Every refusal happens before anything is written, so a refused request changes no stored data.
@@ -33,6 +35,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -62,8 +66,9 @@ class ApiError(Exception):
 
 
 def _encode(body: ErrorBody) -> bytes:
-    content = ErrorResponse(error=body).model_dump(exclude_none=True)
-    content["error"].setdefault("field", None)
+    content = ErrorResponse(error=body).model_dump()
+    if body.details is None:
+        del content["error"]["details"]
     return json.dumps(content).encode()
 
 
@@ -131,7 +136,20 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, BudgetExceeded)
         return error_response(budget_error(exc))
 
+    async def redis_down(_: Request, exc: Exception) -> Response:
+        log.error("Redis unavailable: %r", exc)
+        return error_response(
+            ApiError(
+                503,
+                "unavailable",
+                "the data store is unavailable; retry shortly",
+                headers={"Retry-After": "5"},
+            )
+        )
+
     app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(RedisConnectionError, redis_down)
+    app.add_exception_handler(RedisTimeoutError, redis_down)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(UnknownPersona, unknown_persona)
