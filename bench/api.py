@@ -249,6 +249,8 @@ async def hold_stream(
         result = StreamResult(False, f"{type(exc).__name__}: {exc}")
     finally:
         writer.close()
+    if not result.ok and result.error == "closed before the end":
+        result.error += f" (received {buffer[-160:]!r})"
     return result
 
 
@@ -294,7 +296,7 @@ async def sse_run(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
+    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run (0: skip)")
     parser.add_argument("--sse", type=int, default=1000, help="event streams to hold (0: skip)")
     parser.add_argument("--hold", type=float, default=20.0, help="seconds to hold them open")
     parser.add_argument("--serve-bare", type=int, help=argparse.SUPPRESS)
@@ -323,7 +325,7 @@ def main() -> None:
         results: dict[tuple[str, str, int], WrkResult] = {}
 
         with bare_uvicorn(settings) as bare:
-            for route, path in routes.items():
+            for route, path in routes.items() if args.duration else ():
                 wrk(bare + path, key, 50, 2)  # warm-up
                 for clients in CONCURRENCY:
                     results[("bare uvicorn", route, clients)] = wrk(bare + path, key, clients, args.duration)
@@ -341,11 +343,12 @@ def main() -> None:
                 wait_for_http(direct + "/healthz", timeout_s=30)
                 targets["Serve direct ingress"] = direct
             for name, base in targets.items():
-                for route, path in routes.items():
+                for route, path in routes.items() if args.duration else ():
                     wrk(base + path, key, 50, 2)
                     for clients in CONCURRENCY:
                         results[(name, route, clients)] = wrk(base + path, key, clients, args.duration)
-            report(results, list(targets))
+            if results:
+                report(results, list(targets))
             if args.sse:
                 stats = asyncio.run(sse_run(settings, api_url(settings), key, job_id, args.sse, args.hold))
                 table = Table(title="event streams through the Serve proxy")

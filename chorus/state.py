@@ -137,13 +137,10 @@ class PersonaRepo:
 
 class JobRepo:
     EVENTS_TTL_S = 7 * 24 * 3600
+    MAX_BLOCK_MS = 2_000
 
     def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
         self._r, self._k = client, keys
-        # A blocking read must return before the client's socket timeout (redis-py 8 sets 5 s by
-        # default), or the client raises a network timeout instead of returning an empty read.
-        timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
-        self._max_block_ms = int(timeout * 500) if timeout else None
 
     async def create(self, persona_id: str) -> Job:
         job = Job(id=new_job_id(), persona_id=persona_id, status="queued", created_at=time.time())
@@ -190,8 +187,9 @@ class JobRepo:
         """Every event from the start (or after `after`), then new ones as they come, until end."""
         key = self._k("job", job_id, "events")
         last = after
-        if self._max_block_ms is not None:
-            block_ms = min(block_ms, self._max_block_ms)
+        # A blocking read must return before the client's socket timeout (redis-py 8 sets 5 s by
+        # default), or the client raises a network timeout instead of returning an empty read.
+        block_ms = min(block_ms, self.MAX_BLOCK_MS)
         while True:
             batch: Any = await self._r.xread({key: last}, block=block_ms, count=100)
             if not batch:

@@ -142,7 +142,12 @@ async def fleet(fleet_settings: Settings) -> AsyncIterator[Fleet]:
 # --- The HTTP API ------------------------------------------------------------------------------
 
 # Small enough that tests reach the limits; the rest are the product's defaults.
-API_LIMITS = {"max_pending_jobs": 8, "max_body_bytes": 16 * 1024, "sync_timeout_s": 300.0}
+API_LIMITS = {
+    "max_pending_jobs": 8,
+    "max_body_bytes": 16 * 1024,
+    "sync_timeout_s": 300.0,
+    "sse_keepalive_s": 2.0,
+}
 
 
 @pytest.fixture(scope="session")

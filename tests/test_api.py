@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from chorus.settings import Settings
-from chorus.state import Post, PostRepo
+from chorus.state import JobRepo, Post, PostRepo
 from chorus.store import async_redis, keys_for
 from serve.schemas import SseDecoder, SseMessage
 from tests.conftest import API_LIMITS, create_key, make_persona, unique_id
@@ -196,6 +196,36 @@ async def test_generate_sync_then_async_with_events_to_early_and_late_clients(
     stats = (await client.get(f"/v1/personas/{persona_id}/stats")).json()
     assert stats["posts"] == 2 and stats["accepted"] + stats["rejected"] == 2
     assert stats["spend_today_usd"] == pytest.approx(post.cost_usd + streamed.cost_usd)
+
+
+async def test_a_quiet_job_keeps_its_stream_open_with_keepalives(
+    client: httpx.AsyncClient, api_settings: Settings
+) -> None:
+    """Longer than the Redis client's socket timeout without an event: the stream stays up."""
+    assert (await client.get("/readyz")).status_code == 200  # the directory has resumed its queue
+    redis_client = async_redis(api_settings)
+    jobs = JobRepo(redis_client, keys_for(api_settings))
+    job = await jobs.create(unique_id("quiet"))  # nobody runs it: this test writes its events
+    lines: list[str] = []
+
+    async def read() -> None:
+        async with client.stream("GET", f"/v1/jobs/{job.id}/events") as response:
+            assert response.status_code == 200
+            async for line in response.aiter_lines():
+                lines.append(line)
+                if line == "event: end":
+                    return
+
+    reader = asyncio.create_task(read())
+    await asyncio.sleep(7)
+    assert not reader.done()
+    await jobs.emit(job.id, "node", {"node": "plan", "duration_s": 0.0})
+    await jobs.update(job.id, status="done", finished_at=time.time())
+    await jobs.emit(job.id, "end", {"status": "done"})
+    await asyncio.wait_for(reader, 30)
+    await redis_client.aclose()
+    assert lines.count(": keep-alive") >= 2
+    assert [line for line in lines if line.startswith("event:")] == ["event: node", "event: end"]
 
 
 # --- listing posts -------------------------------------------------------------------------------
