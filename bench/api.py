@@ -299,6 +299,11 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run (0: skip)")
     parser.add_argument("--sse", type=int, default=1000, help="event streams to hold (0: skip)")
     parser.add_argument("--hold", type=float, default=20.0, help="seconds to hold them open")
+    parser.add_argument(
+        "--throughput-optimized",
+        action="store_true",
+        help="also set RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (user code on the replica's loop, GC frozen, ...)",
+    )
     parser.add_argument("--serve-bare", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare:
@@ -333,6 +338,8 @@ def main() -> None:
         # Set before Ray starts, so Serve's processes inherit it: the API replica then also serves
         # HTTP on its own port (30000 and up), next to the proxy.
         os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"
+        if args.throughput_optimized:
+            os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
         connect_ray(settings)
         try:
             start_serve(settings)

@@ -289,7 +289,8 @@ class PostRepo:
             top = score_text
         bottom = str(since) if since is not None else "-inf"
         found: list[Post] = []
-        offset, batch = 0, max(limit * 2, 50)
+        # Over-fetch only when a status filter may skip posts; otherwise a page is one read.
+        offset, batch = 0, (limit if status is None else max(limit * 2, 50))
         while len(found) < limit:
             ids: list[Any] = await self._r.zrevrangebyscore(
                 index, top, bottom, start=offset, num=batch, withscores=True
