@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import ray
 import redis.asyncio as aioredis
 from fastapi import Depends, FastAPI, Header, Query, Response
 from fastapi.responses import StreamingResponse
@@ -148,9 +149,21 @@ def create_app(settings: Settings) -> FastAPI:
     http = httpx.AsyncClient(timeout=CHECK_TIMEOUT_S)
     sync_waits = 0
 
+    async def warm_up() -> None:
+        # Starting the directory (and what it starts) takes seconds on a cold cluster: do it now
+        # rather than in the first request, so /readyz turns ready without a slow first answer.
+        try:
+            await fleet.directory()
+        except Exception:
+            log.exception("could not start the fleet's directory; /readyz will say so")
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Only inside Ray (a Serve replica): elsewhere, creating an actor would start a Ray.
+        warming = asyncio.create_task(warm_up()) if ray.is_initialized() else None
         yield
+        if warming is not None:
+            warming.cancel()
         await http.aclose()
         await fleet.redis.aclose()
 

@@ -68,7 +68,9 @@ def test_apply_of_a_bad_file_is_one_line_naming_the_field(chorus: Run, tmp_path:
 
 
 def test_generate_prints_each_node_as_it_finishes_then_the_post(chorus: Run, tmp_path: Path) -> None:
-    path = persona_file(tmp_path, unique_id("cli"))
+    # No cached answers: this run pays for its model calls, and leaves none for other tests.
+    rules = {"required_hashtags": ["#EmberAndOak"], "no_cache_steps": ["hook", "body", "rewrite"]}
+    path = persona_file(tmp_path, unique_id("cli"), rules=rules)
     assert chorus("personas", "apply", str(path))[0] == 0
     code, out, err = chorus("generate", path.stem)
     assert code == 0, err
