@@ -20,7 +20,6 @@ from ray import serve
 
 from actors.fleet import Fleet
 from chorus.persona import PersonaSpec
-
 from chorus.runtime import connect_ray, deploy_local_tier, start_serve
 from chorus.settings import Settings, load_settings
 
@@ -91,6 +90,8 @@ def settings(redis_url: str, serve_port: int) -> Settings:
         premium={"base_url": base, "api_key": "test-premium-key", "model": TEST_MODEL},
         pricing={"models": {TEST_MODEL: PREMIUM_PRICE}, "local_per_mtok": 0.05},
         router={"timeout_s": 60, "max_retries": 1, "backoff_s": 0.05},
+        # A private Ray: never join a cluster someone started with `ray start` on this machine.
+        ray_address="local",
     )
 
 
