@@ -500,6 +500,8 @@ def bring_up(args: argparse.Namespace) -> UpResult:
             ray.shutdown()  # the applications live on in the cluster; this process is done with it
     except services.ServiceError as exc:
         raise CliError(str(exc)) from None
+    if getattr(args, "with_prometheus", False):
+        _start_prometheus(say)
     url = api_url(settings)
     key, created = asyncio.run(_admin_key(settings, url))
     path = save_credentials(Credentials(url=url, key=key))
@@ -522,6 +524,31 @@ def bring_up(args: argparse.Namespace) -> UpResult:
     return UpResult(url, key, cluster.dashboard_url, personas)
 
 
+PROMETHEUS_PORT = 9090
+
+
+def _start_prometheus(say: Callable[[str], None]) -> None:
+    """A local Prometheus scraping this Ray through its service-discovery file, if installed."""
+    from chorus import services
+    from chorus.prometheus import ray_sd_file, start_local_prometheus
+
+    data = services.data_dir() / "prometheus"
+    try:
+        proc = start_local_prometheus(
+            PROMETHEUS_PORT, data, sd_file=ray_sd_file(services.ray_temp_dir()), detach=True
+        )
+    except (OSError, RuntimeError) as exc:
+        say(f"Prometheus not started: {exc}")
+        return
+    if proc is None:
+        say("Prometheus not started: the `prometheus` binary is not installed (apt-get install prometheus)")
+        return
+    say(
+        f"Prometheus at http://127.0.0.1:{PROMETHEUS_PORT} (for the Ray dashboard: "
+        f"RAY_PROMETHEUS_HOST=http://127.0.0.1:{PROMETHEUS_PORT})"
+    )
+
+
 def _urls(result: UpResult) -> None:
     console.print(f"API:            {result.url}/v1")
     console.print(f"API docs:       {result.url}/docs")
@@ -537,8 +564,11 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_down(args: argparse.Namespace) -> int:
     from chorus import services
+    from chorus.prometheus import stop_local_prometheus
 
     stopped = services.stop_all(_settings(), lambda line: console.print(f"[dim]·[/dim] {line}"))
+    if stop_local_prometheus(services.data_dir() / "prometheus"):
+        stopped.append("Prometheus")
     console.print("stopped: " + ("; ".join(stopped) if stopped else "nothing was running"))
     return 0
 
@@ -656,6 +686,9 @@ def _parser() -> argparse.ArgumentParser:
         sub = add(name, handler, text)
         sub.add_argument("--personas", default=str(DEFAULT_PERSONAS_DIR), help="folder of persona files")
         sub.add_argument("--redeploy", action="store_true", help="redeploy the Serve apps even if running")
+        sub.add_argument(
+            "--with-prometheus", action="store_true", help="also start a local Prometheus scraping Ray"
+        )
         if name == "demo":
             sub.add_argument("--count", type=_positive, default=1, help="posts per persona (default 1)")
     add("down", cmd_down, "stop what `chorus up` started")
