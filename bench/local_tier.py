@@ -24,27 +24,20 @@ import asyncio
 import gc
 import os
 import platform
-import shutil
-import socket
-import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
-import redis
-from rich.console import Console
-from rich.table import Table
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/...`
+
+from bench.harness import Row, console, free_port, median, ray_serve_tier, redis_server, report, spread
 from chorus.llm.llama_engine import gemma_model_path
 from chorus.llm.router import Router
-from chorus.runtime import connect_ray, deploy_local_tier, start_serve
 from chorus.settings import Settings, load_settings
 from chorus.store import async_redis
 
@@ -73,35 +66,6 @@ CACHE_HIT_TARGET_MS = 5.0
 # Untimed calls before each measurement: page in the weights, fill llama.cpp's prompt cache, open
 # the clients' connections and let the replica's first requests (slower) pass.
 WARMUP = 2
-
-console = Console(width=120)  # no wrapping when stdout is not a terminal
-
-
-@dataclass(frozen=True)
-class Row:
-    name: str
-    measured: str
-    spread: str
-    baseline: str
-    ratio: str
-    target: str
-    passed: bool | None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
-def _range(values: list[float]) -> str:
-    low, high = min(values), max(values)
-    digits = 2 if high < 10 else 1
-    return f"{low:.{digits}f}-{high:.{digits}f}"
 
 
 def _check_tokens(path: str, got: int, want: int) -> None:
@@ -214,9 +178,7 @@ async def _timed(call: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:
     return (time.perf_counter() - started) * 1000, result
 
 
-async def bench_router(
-    settings: Settings, runs: int
-) -> tuple[list[float], list[float], list[float]]:
+async def bench_router(settings: Settings, runs: int) -> tuple[list[float], list[float], list[float]]:
     """Returns (router ms, direct openai ms, cache-hit ms)."""
     redis_client = async_redis(settings)
     router = Router(settings, redis_client)
@@ -287,33 +249,6 @@ async def bench_router(
 # --- infrastructure -----------------------------------------------------------------------------
 
 
-@contextmanager
-def redis_server() -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not installed")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis.from_url(url).ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 def _cpu_times() -> tuple[int, int] | None:
     """(busy, total) jiffies of all CPUs since boot, from /proc/stat; None off Linux."""
     try:
@@ -324,9 +259,7 @@ def _cpu_times() -> tuple[int, int] | None:
     return sum(fields) - idle, sum(fields)
 
 
-def wait_for_quiet(
-    when: str, *, busy_below: float = 0.15, seconds: int = 3, limit_s: int = 90
-) -> None:
+def wait_for_quiet(when: str, *, busy_below: float = 0.15, seconds: int = 3, limit_s: int = 90) -> None:
     """Wait (bounded) until the machine's CPUs have been mostly idle for a few seconds."""
     start = _cpu_times()
     if start is None:
@@ -348,49 +281,6 @@ def wait_for_quiet(
     )
 
 
-@contextmanager
-def ray_serve_tier(settings: Settings) -> Iterator[None]:
-    import ray
-    from ray import serve
-
-    try:
-        connect_ray(settings)
-        start_serve(settings)
-        deploy_local_tier(settings)
-        yield
-    finally:
-        if ray.is_initialized():
-            serve.shutdown()
-            ray.shutdown()
-
-
-# --- report -------------------------------------------------------------------------------------
-
-
-def _verdict(passed: bool | None) -> str:
-    if passed is None:
-        return "baseline"
-    return "[green]PASS[/green]" if passed else "[red]MISS[/red]"
-
-
-def report(rows: list[Row], runs: int) -> None:
-    table = Table(title=f"Local tier benchmark (medians of {runs} runs)")
-    columns = ("Benchmark", "Median", "Min-max", "Baseline", "Ratio / Δ", "Target", "Result")
-    for column in columns:
-        table.add_column(column, justify="left" if column == "Benchmark" else "right")
-    for row in rows:
-        table.add_row(
-            row.name,
-            row.measured,
-            row.spread,
-            row.baseline,
-            row.ratio,
-            row.target,
-            _verdict(row.passed),
-        )
-    console.print(table)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=10, help="timed runs per measurement")
@@ -401,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     max_tokens: int = args.max_tokens
 
     with redis_server() as redis_url:
-        serve_port = _free_port()
+        serve_port = free_port()
         settings = load_settings(
             redis={"url": redis_url, "key_prefix": "chorusbench"},
             serve={"port": serve_port},
@@ -450,50 +340,48 @@ def main(argv: list[str] | None = None) -> int:
             ("cache hit ms", hit_ms),
         ):
             console.print(f"{name:>13}: " + " ".join(f"{v:.1f}" for v in values))
-    raw_tps = _median(raw)
-    rows = [
-        Row("tokens/s: raw llama.cpp", f"{raw_tps:.1f} tok/s", _range(raw), "-", "1.00x", "-", None)
-    ]
+    raw_tps = median(raw)
+    rows = [Row("tokens/s: raw llama.cpp", f"{raw_tps:.1f} tok/s", spread(raw), "-", "1.00x", "-", None)]
     for name, rates in (("Serve + httpx", served_httpx), ("Serve + openai", served_openai)):
-        tps = _median(rates)
+        tps = median(rates)
         ratio = tps / raw_tps
         rows.append(
             Row(
                 f"tokens/s: {name}",
                 f"{tps:.1f} tok/s",
-                _range(rates),
+                spread(rates),
                 f"{raw_tps:.1f} tok/s",
                 f"{ratio:.3f}x",
                 f">= {TOKENS_TARGET:.1f}x",
                 ratio >= TOKENS_TARGET,
             )
         )
-    router_med, direct_med = _median(router_ms), _median(direct_ms)
+    router_med, direct_med = median(router_ms), median(direct_ms)
     overhead = router_med - direct_med
     rows.append(
         Row(
             "router overhead (max_tokens=1)",
             f"{router_med:.2f} ms",
-            _range(router_ms),
+            spread(router_ms),
             f"{direct_med:.2f} ms (openai)",
             f"+{overhead:.2f} ms" if overhead >= 0 else f"{overhead:.2f} ms",
             f"< {OVERHEAD_TARGET_MS:.0f} ms",
             overhead < OVERHEAD_TARGET_MS,
         )
     )
-    hit = _median(hit_ms)
+    hit = median(hit_ms)
     rows.append(
         Row(
             "cache hit via Router.complete",
             f"{hit:.2f} ms",
-            _range(hit_ms),
+            spread(hit_ms),
             f"{direct_med:.2f} ms (model call)",
             f"{hit / direct_med:.3f}x",
             f"< {CACHE_HIT_TARGET_MS:.0f} ms",
             hit < CACHE_HIT_TARGET_MS,
         )
     )
-    report(rows, runs)
+    report(f"Local tier benchmark (medians of {runs} runs)", rows)
     console.print(
         f"load average (1 min) at the end: {os.getloadavg()[0]:.2f}; other CPU work on the "
         "machine skews these numbers (see the min-max column)"
