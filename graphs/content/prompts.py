@@ -34,8 +34,12 @@ def _header(persona: PersonaSpec) -> str:
     )
 
 
+def _examples(persona: PersonaSpec) -> str:
+    return "\n".join(f"Post: {post.strip()}\n{SEPARATOR}" for post in persona.example_posts)
+
+
 def few_shot_document(persona: PersonaSpec, topic: str, post_start: str = "") -> str:
-    examples = "\n".join(f"Post: {post.strip()}\n{SEPARATOR}" for post in persona.example_posts)
+    examples = _examples(persona)
     start = f" {post_start.strip()}" if post_start else ""
     return f"{_header(persona)}\n\n{examples}\nTopic: {topic}\nPost:{start}"
 
@@ -48,18 +52,16 @@ def body_messages(persona: PersonaSpec, topic: str, hook: str) -> list[dict[str,
     return [{"role": "user", "content": few_shot_document(persona, topic, hook)}]
 
 
-def rewrite_messages(
-    persona: PersonaSpec, topic: str, draft: str, problems: list[str]
-) -> list[dict[str, str]]:
+def rewrite_messages(persona: PersonaSpec, topic: str, problems: list[str]) -> list[dict[str, str]]:
     """A fresh post on the same topic, told what the rejected draft got wrong.
 
-    The notes sit in the header, where a base model reads them as a description of the posts
+    The draft itself is not shown: small models copy what they see. The notes sit in the
+    header, where a base model reads them as a description of the posts
     that follow, and an instruction model as the brief.
     """
     notes = "; ".join(problems)
     brief = f"{_header(persona)}\nEditor's note on a rejected draft ({notes}): the posts below avoid that."
-    examples = "\n".join(f"Post: {post.strip()}\n{SEPARATOR}" for post in persona.example_posts)
-    del draft  # the draft itself is not shown: small models copy what they see
+    examples = _examples(persona)
     return [{"role": "user", "content": f"{brief}\n\n{examples}\nTopic: {topic}\nPost:"}]
 
 

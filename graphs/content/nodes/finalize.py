@@ -13,9 +13,8 @@ from graphs.content.state import PostState, WorkflowContext, record
 async def finalize(state: PostState, runtime: Runtime[WorkflowContext]) -> PostState:
     started = time.perf_counter()
     ctx = runtime.context
-    nodes = [*state.get("records", []), record("finalize", 0.0)]
+    nodes = state.get("records", [])
     accepted = state.get("verdict") == "accepted"
-    tiers = {r.node: r.tier for r in nodes if r.tier is not None}
     post = Post(
         id=state["job_id"],
         persona_id=ctx.persona.id,
@@ -28,12 +27,12 @@ async def finalize(state: PostState, runtime: Runtime[WorkflowContext]) -> PostS
         cost_usd=sum(r.cost_usd for r in nodes),
         prompt_tokens=sum(r.prompt_tokens for r in nodes),
         completion_tokens=sum(r.completion_tokens for r in nodes),
-        tiers=tiers,
+        tiers={r.node: r.tier for r in nodes if r.tier is not None},
         nodes=nodes,
         created_at=time.time(),
     )
-    nodes[-1] = record("finalize", time.perf_counter() - started)
-    post.nodes = nodes
+    own = record("finalize", time.perf_counter() - started)
+    post.nodes = [*nodes, own]
     # Keyed by the job id: a retried job finds its post already there and stores nothing twice.
     await ctx.save_post(post)
-    return {"post_id": post.id, "records": [nodes[-1]]}
+    return {"post_id": post.id, "records": [own]}

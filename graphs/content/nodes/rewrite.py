@@ -25,7 +25,7 @@ async def rewrite(state: PostState, runtime: Runtime[WorkflowContext]) -> PostSt
     result = await ctx.router.complete(
         step="rewrite",
         tier=persona.model_policy.rewrite,
-        messages=rewrite_messages(persona, state["topic"], state["draft"], state.get("problems", [])),
+        messages=rewrite_messages(persona, state["topic"], state.get("problems", [])),
         max_tokens=max_tokens_for(persona.max_chars),
         temperature=0.9,
         # Each attempt is a new request: a cached answer would repeat the rejected draft.
