@@ -95,6 +95,9 @@ def test_plan_prefers_topics_not_used_recently() -> None:
 def test_cleanup_strips_what_the_model_adds_after_the_post() -> None:
     raw = ' "Cold brew is back. Come early!"\n###\nPost: another one\nTopic: x'
     assert clean_post(raw) == "Cold brew is back. Come early!"
+    assert clean_post("Topic: Story time at the library #RiversideReads") == (
+        "Story time at the library #RiversideReads"
+    )
     assert first_line("1. Beans. 2. More beans") == "1. Beans."
     assert fit_to_length("One sentence here. Two sentences here. Three", 40) == (
         "One sentence here. Two sentences here."

@@ -83,7 +83,9 @@ def clean_post(text: str) -> str:
             text = text[:cut]
     paragraphs = [p.strip() for p in text.strip().split("\n\n") if p.strip()]
     text = paragraphs[0] if paragraphs else ""
-    text = text.removeprefix("Post:").strip().lstrip("*-•> ").strip('"“”').strip()
+    for label in _LABELS:  # a label at the very start is the model restating the document
+        text = text.strip().removeprefix(label)
+    text = text.strip().lstrip("*-•> ").strip('"“”').strip()
     return re.sub(r"[ \t]+", " ", text)
 
 
