@@ -20,7 +20,7 @@ from ray.exceptions import RayActorError
 from actors.persona import PersonaActor
 from chorus import metrics
 from chorus.settings import Settings
-from chorus.state import JobRepo
+from chorus.state import EngagementRepo, JobRepo, PostRepo, audience_totals
 from chorus.store import async_redis, keys_for
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,10 @@ class Directory:
         self.cap = settings.fleet.max_active_personas
         self.idle_s = settings.fleet.idle_passivate_s
         self.redis = async_redis(settings)
-        self.jobs = JobRepo(self.redis, keys_for(settings))
+        keys = keys_for(settings)
+        self.jobs = JobRepo(self.redis, keys)
+        self.engagement = EngagementRepo(self.redis, keys)
+        self.posts = PostRepo(self.redis, keys, settings.fleet.recent_posts_window)
         self.active: OrderedDict[str, _Active] = OrderedDict()  # least recently used first
         self.changed = asyncio.Condition()
         self.running: dict[str, asyncio.Task[None]] = {}
@@ -139,6 +142,7 @@ class Directory:
             try:
                 await self.passivate_idle()
                 await self._record_health()
+                await self._record_audience()
             except Exception:
                 log.exception("directory housekeeping failed")
             await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
@@ -166,6 +170,25 @@ class Directory:
         metrics.set_gauge("chorus_redis_used_memory_bytes", float(info.get("used_memory", 0)))
         metrics.set_gauge("chorus_job_queue_depth", len(await self.jobs.pending()))
         metrics.set_gauge("chorus_active_personas", len(self.active))
+
+    async def _record_audience(self) -> None:
+        """Publish the platforms' engagement reports as gauges, from this one process.
+
+        The reports live in Redis (whoever reports them, the API stores them); publishing them
+        here, every housekeeping round, keeps one series per persona and platform and keeps cost
+        per follower current as spend grows between reports.
+        """
+        reports = await self.engagement.of(await self.engagement.reported_personas())
+        costs = await self.posts.lifetime_costs(list(reports))
+        for persona_id, engagements in reports.items():
+            for report in engagements:
+                tags = {"persona": persona_id, "platform": report.platform.value}
+                metrics.set_gauge("chorus_followers", report.followers, **tags)
+                if report.engagement_rate is not None:
+                    metrics.set_gauge("chorus_engagement_rate", report.engagement_rate, **tags)
+            _, _, cost_per_follower = audience_totals(engagements, costs[persona_id])
+            if cost_per_follower is not None:
+                metrics.set_gauge("chorus_cost_per_follower_usd", cost_per_follower, persona=persona_id)
 
     async def status(self) -> dict[str, object]:
         return {

@@ -17,6 +17,9 @@ from chorus.llm.types import BudgetExceeded
 from chorus.persona import PersonaSpec
 from chorus.settings import Settings
 from chorus.state import (
+    Engagement,
+    EngagementRepo,
+    EngagementReport,
     Job,
     JobEvent,
     JobRepo,
@@ -39,6 +42,15 @@ class UnknownPersona(KeyError):
         return f"persona {self.persona_id!r} does not exist"
 
 
+class PlatformNotUsed(ValueError):
+    """An engagement report for a platform the persona does not post to."""
+
+    def __init__(self, persona_id: str, platform: str, platforms: list[str]) -> None:
+        super().__init__(
+            f"persona {persona_id!r} does not post to {platform}; its platforms are {', '.join(platforms)}"
+        )
+
+
 class Fleet:
     def __init__(self, settings: Settings, client: aioredis.Redis | None = None) -> None:
         self.settings = settings
@@ -48,6 +60,7 @@ class Fleet:
         self.personas = PersonaRepo(self.redis, keys)
         self.jobs = JobRepo(self.redis, keys)
         self.post_repo = PostRepo(self.redis, keys, settings.fleet.recent_posts_window)
+        self.engagement = EngagementRepo(self.redis, keys)
         self._directory: ActorHandle | None = None
 
     async def directory(self) -> ActorHandle:
@@ -62,9 +75,26 @@ class Fleet:
         """Create or replace a persona; its next job uses the new spec. True when it was new."""
         return await self.personas.put(spec)
 
+    async def create(self, spec: PersonaSpec) -> bool:
+        """Create a persona whose id is free; False, and nothing changed, when the id is taken."""
+        return await self.personas.create(spec)
+
     async def delete(self, persona_id: str) -> None:
         if not await self.personas.delete(persona_id):
             raise UnknownPersona(persona_id)
+        await self.engagement.delete(persona_id)
+
+    async def report_engagement(self, persona_id: str, report: EngagementReport) -> Engagement:
+        """Record what a platform reports of a persona's audience; the latest report counts."""
+        spec = await self.persona(persona_id)
+        platforms = [p.name.value for p in spec.platforms]
+        if report.platform.value not in platforms:
+            raise PlatformNotUsed(persona_id, report.platform.value, platforms)
+        return await self.engagement.put(persona_id, report)
+
+    async def engagements(self, persona_id: str) -> list[Engagement]:
+        await self.persona(persona_id)
+        return (await self.engagement.of([persona_id])).get(persona_id, [])
 
     async def persona(self, persona_id: str) -> PersonaSpec:
         spec = await self.personas.get(persona_id)
@@ -142,7 +172,10 @@ class Fleet:
     async def stats(self, persona_id: str) -> PersonaStats:
         spec = await self.persona(persona_id)
         ledger = self.ledger(spec)
-        return await self.post_repo.stats(persona_id, await ledger.spent_today(), ledger.budget_usd)
+        engagements = (await self.engagement.of([persona_id])).get(persona_id, [])
+        return await self.post_repo.stats(
+            persona_id, await ledger.spent_today(), ledger.budget_usd, engagements
+        )
 
     async def status(self) -> dict[str, object]:
         directory = await self.directory()

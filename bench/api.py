@@ -40,7 +40,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/...`
 
-from bench.harness import free_port, redis_server
+from bench.harness import free_port, throwaway_redis
 from chorus.auth import KeyStore
 from chorus.persona import load_persona_file
 from chorus.runtime import api_url, connect_ray, deploy_api, start_serve, wait_for_http
@@ -287,7 +287,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    with redis_server() as url:
+    with throwaway_redis() as url:
         settings = load_settings(
             redis={"url": url, "key_prefix": "bench"},
             serve={"port": free_port()},

@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
 import statistics
-import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import redis
 from rich.console import Console
 from rich.table import Table
 
 from chorus.runtime import connect_ray, deploy_local_tier, start_serve
+
+# Re-exported: every benchmark takes its ports and its Redis from here.
+from chorus.services import free_port as free_port
+from chorus.services import throwaway_redis as throwaway_redis
 from chorus.settings import Settings
 
 console = Console(width=140)  # no wrapping when stdout is not a terminal
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def median(values: list[float]) -> float:
@@ -40,33 +33,6 @@ def spread(values: list[float]) -> str:
     low, high = min(values), max(values)
     digits = 2 if high < 10 else 1
     return f"{low:.{digits}f}-{high:.{digits}f}"
-
-
-@contextmanager
-def redis_server() -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not installed (bash scripts/setup.sh installs it)")
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis.from_url(url).ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @contextmanager

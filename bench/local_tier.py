@@ -35,7 +35,7 @@ import openai
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/...`
 
-from bench.harness import Row, console, free_port, median, ray_serve_tier, redis_server, report, spread
+from bench.harness import Row, console, free_port, median, ray_serve_tier, report, spread, throwaway_redis
 from chorus.llm.llama_engine import gemma_model_path
 from chorus.llm.router import Router
 from chorus.settings import Settings, load_settings
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: int = max(1, args.runs)
     max_tokens: int = args.max_tokens
 
-    with redis_server() as redis_url:
+    with throwaway_redis() as redis_url:
         serve_port = free_port()
         settings = load_settings(
             redis={"url": redis_url, "key_prefix": "chorusbench"},

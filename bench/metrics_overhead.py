@@ -43,9 +43,9 @@ from bench.harness import (
     free_port,
     median,
     ray_serve_tier,
-    redis_server,
     report,
     spread,
+    throwaway_redis,
 )
 from chorus import metrics
 from chorus.llm.router import Router
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=20000, help="calls per kind for the per-call cost")
     args = parser.parse_args(argv)
 
-    with redis_server() as redis_url:
+    with throwaway_redis() as redis_url:
         port = free_port()
         settings = load_settings(
             redis={"url": redis_url, "key_prefix": "bench"},

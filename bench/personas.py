@@ -31,9 +31,9 @@ from bench.harness import (
     median,
     percentile,
     ray_serve_tier,
-    redis_server,
     report,
     spread,
+    throwaway_redis,
 )
 from chorus.llm.router import Router
 from chorus.persona import PersonaSpec, load_persona_file
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     rows: list[Row] = []
-    with redis_server() as redis_url:
+    with throwaway_redis() as redis_url:
         port = free_port()
         settings = load_settings(
             redis={"url": redis_url, "key_prefix": "bench"},

@@ -82,6 +82,12 @@ _DEFS = [
         "Followers reported by the platform (absent until reported).",
         ("persona", "platform"),
     ),
+    MetricDef(
+        "chorus_cost_per_follower_usd",
+        "gauge",
+        "A persona's model spend to date per follower on all its platforms (absent until reported).",
+        ("persona",),
+    ),
     # Application
     MetricDef(
         "chorus_node_duration_seconds",

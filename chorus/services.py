@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,7 +105,8 @@ def _port_open(host: str, port: int, timeout_s: float = 1.0) -> bool:
         return False
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -136,6 +137,34 @@ def redis_reachable(url: str) -> bool:
         client.close()
 
 
+def _wait_for_redis(url: str, timeout_s: float, why_not: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not redis_reachable(url):
+        if time.monotonic() > deadline:
+            raise ServiceError(why_not)
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def throwaway_redis() -> Iterator[str]:
+    """A loopback redis-server on a free port with nothing persisted, stopped on exit (tests, benchmarks)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise ServiceError("redis-server is not installed (bash scripts/setup.sh installs it)")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        _wait_for_redis(url, 10, f"redis-server did not answer on port {port}")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def ensure_redis(settings: Settings, say: Log) -> bool:
     """Start a loopback redis-server for the configured URL unless one answers; True if started."""
     url = settings.redis.url
@@ -162,11 +191,7 @@ def ensure_redis(settings: Settings, say: Log) -> bool:
         check=True,
         stdout=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 15
-    while not redis_reachable(url):
-        if time.monotonic() > deadline:
-            raise ServiceError(f"redis-server did not answer on port {port}; see {home / 'redis.log'}")
-        time.sleep(0.1)
+    _wait_for_redis(url, 15, f"redis-server did not answer on port {port}; see {home / 'redis.log'}")
     record = _load_record()
     record.redis = _Started(pid=int(pidfile.read_text().strip()), address=f"{host}:{port}")
     _save_record(record)
@@ -214,8 +239,8 @@ def start_ray_head(say: Log, timeout_s: float = 90.0) -> str:
     """`ray start --head --block` in its own session; returns the cluster's address."""
     logs = data_dir()
     logs.mkdir(parents=True, exist_ok=True)
-    port = _free_port()  # not Ray's default 6379: that is Redis's port
-    dashboard_port = DASHBOARD_PORT if not _port_open("127.0.0.1", DASHBOARD_PORT) else _free_port()
+    port = free_port()  # not Ray's default 6379: that is Redis's port
+    dashboard_port = DASHBOARD_PORT if not _port_open("127.0.0.1", DASHBOARD_PORT) else free_port()
     log_path = logs / "ray-head.log"
     say(f"starting a local Ray head (logs in {log_path})")
     with log_path.open("w") as out:

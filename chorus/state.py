@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from chorus.llm.types import BudgetExceeded
-from chorus.persona import PersonaSpec
+from chorus.persona import PersonaSpec, Platform
 from chorus.store import EVENTS_BLOCK_MS, Keys
 
 JobStatus = Literal["queued", "running", "done", "failed", "budget_exceeded"]
@@ -93,11 +93,95 @@ class PersonaStats(BaseModel):
     cost_per_accepted_post_usd: float | None
     prompt_tokens: int
     completion_tokens: int
+    # From the platforms' engagement reports (None until one arrives): all platforms together.
+    followers: int | None = None
+    engagement_rate: float | None = None
+    cost_per_follower_usd: float | None = None
 
 
 class PostPage(BaseModel):
     posts: list[Post]
     next_cursor: str | None
+
+
+class EngagementReport(BaseModel):
+    """What a platform says of a persona's account: its audience now and a period's engagement.
+
+    Chorus does not poll the platforms itself; whatever does (a scheduled job, a webhook relay)
+    posts these, and the latest report per platform is what counts.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    platform: Platform
+    followers: int = Field(ge=0, description="followers of the account now")
+    impressions: int = Field(ge=0, description="times the persona's posts were shown in the period")
+    engagements: int = Field(
+        ge=0, description="likes, reposts, replies and clicks on the persona's posts in the period"
+    )
+
+
+class Engagement(EngagementReport):
+    persona_id: str
+    reported_at: float
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def engagement_rate(self) -> float | None:
+        """Engagements per impression in the reported period; None without impressions."""
+        return self.engagements / self.impressions if self.impressions else None
+
+
+class EngagementRepo:
+    """The latest engagement report of each persona on each of its platforms."""
+
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+        self._r, self._k = client, keys
+
+    async def put(self, persona_id: str, report: EngagementReport) -> Engagement:
+        engagement = Engagement(**report.model_dump(), persona_id=persona_id, reported_at=time.time())
+        async with self._r.pipeline(transaction=True) as pipe:
+            # Stored without the derived rate, which the model recomputes on reading.
+            stored = engagement.model_dump_json(exclude={"engagement_rate"})
+            pipe.hset(self._k("engagement", persona_id), report.platform.value, stored)
+            pipe.sadd(self._k("engagement", "personas"), persona_id)
+            await pipe.execute()
+        return engagement
+
+    async def reported_personas(self) -> list[str]:
+        """Personas with at least one report (the metrics refresh reads only these)."""
+        members: set[bytes] = await self._r.smembers(self._k("engagement", "personas"))  # type: ignore[assignment]
+        return sorted(m.decode() for m in members)
+
+    async def of(self, persona_ids: list[str]) -> dict[str, list[Engagement]]:
+        """Each persona's reports (personas without one are left out), ordered by platform."""
+        async with self._r.pipeline(transaction=False) as pipe:
+            for persona_id in persona_ids:
+                pipe.hgetall(self._k("engagement", persona_id))
+            replies: list[dict[bytes, bytes]] = await pipe.execute()
+        return {
+            persona_id: [Engagement.model_validate_json(reply[p]) for p in sorted(reply)]
+            for persona_id, reply in zip(persona_ids, replies, strict=True)
+            if reply
+        }
+
+    async def delete(self, persona_id: str) -> None:
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.delete(self._k("engagement", persona_id))
+            pipe.srem(self._k("engagement", "personas"), persona_id)
+            await pipe.execute()
+
+
+def audience_totals(
+    engagements: list[Engagement], cost_usd: float
+) -> tuple[int | None, float | None, float | None]:
+    """Followers, engagement rate and cost per follower over all of a persona's platforms."""
+    if not engagements:
+        return None, None, None
+    followers = sum(e.followers for e in engagements)
+    impressions = sum(e.impressions for e in engagements)
+    rate = sum(e.engagements for e in engagements) / impressions if impressions else None
+    return followers, rate, (cost_usd / followers if followers else None)
 
 
 class PersonaRepo:
@@ -111,6 +195,18 @@ class PersonaRepo:
             pipe.sadd(self._k("personas"), spec.id)
             _, added = await pipe.execute()
         return bool(added)
+
+    async def create(self, spec: PersonaSpec) -> bool:
+        """Store a spec only when its id is free; False (and nothing written) when it is taken.
+
+        SET NX makes the check and the write one step, so two concurrent creates of one id
+        cannot both succeed and the second cannot overwrite the first.
+        """
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.set(self._k("persona", spec.id), spec.model_dump_json(), nx=True)
+            pipe.sadd(self._k("personas"), spec.id)
+            created, _ = await pipe.execute()
+        return bool(created)
 
     async def get(self, persona_id: str) -> PersonaSpec | None:
         raw = await self._r.get(self._k("persona", persona_id))
@@ -317,22 +413,37 @@ class PostRepo:
             next_cursor = f"{last.created_at!r}:{last.id}"
         return PostPage(posts=found, next_cursor=next_cursor)
 
-    async def stats(self, persona_id: str, spend_today: float, budget: float) -> PersonaStats:
+    async def lifetime_costs(self, persona_ids: list[str]) -> dict[str, float]:
+        """What each persona's posts have cost in all, from the same counters as `stats`."""
+        async with self._r.pipeline(transaction=False) as pipe:
+            for persona_id in persona_ids:
+                pipe.hget(self._k("stats", persona_id), "cost_usd")
+            replies: list[bytes | None] = await pipe.execute()
+        return {p: float(r or 0) for p, r in zip(persona_ids, replies, strict=True)}
+
+    async def stats(
+        self, persona_id: str, spend_today: float, budget: float, engagements: list[Engagement]
+    ) -> PersonaStats:
         fields: dict[Any, Any] = await self._r.hgetall(self._k("stats", persona_id))
         raw = {k.decode(): v.decode() for k, v in fields.items()}
         accepted = int(raw.get("accepted", 0))
         accepted_cost = float(raw.get("accepted_cost_usd", 0))
+        cost_usd = float(raw.get("cost_usd", 0))
+        followers, engagement_rate, cost_per_follower = audience_totals(engagements, cost_usd)
         return PersonaStats(
             persona_id=persona_id,
             posts=int(raw.get("posts", 0)),
             accepted=accepted,
             rejected=int(raw.get("rejected", 0)),
-            cost_usd=float(raw.get("cost_usd", 0)),
+            cost_usd=cost_usd,
             spend_today_usd=spend_today,
             daily_budget_usd=budget,
             cost_per_accepted_post_usd=accepted_cost / accepted if accepted else None,
             prompt_tokens=int(raw.get("prompt_tokens", 0)),
             completion_tokens=int(raw.get("completion_tokens", 0)),
+            followers=followers,
+            engagement_rate=engagement_rate,
+            cost_per_follower_usd=cost_per_follower,
         )
 
 

@@ -28,16 +28,26 @@ from fastapi.responses import StreamingResponse
 from ray import serve
 from ray.serve import Application
 
-from actors.fleet import Fleet
+from actors.fleet import Fleet, PlatformNotUsed
 from chorus.auth import KeyStore
 from chorus.llm.router import BudgetExceeded
 from chorus.persona import PersonaSpec
 from chorus.settings import ApiSettings, Settings, load_settings
-from chorus.state import TERMINAL_JOB_STATUSES, Job, JobEvent, PersonaStats, PostPage, PostStatus
+from chorus.state import (
+    TERMINAL_JOB_STATUSES,
+    Engagement,
+    EngagementReport,
+    Job,
+    JobEvent,
+    PersonaStats,
+    PostPage,
+    PostStatus,
+)
 from chorus.store import keys_for
 from serve.auth import Authorizer
 from serve.errors import ApiError, GuardMiddleware, budget_error, install_error_handlers
 from serve.schemas import (
+    EngagementList,
     ErrorResponse,
     FleetStatus,
     GenerateRequest,
@@ -240,9 +250,8 @@ def create_app(settings: Settings) -> FastAPI:
     )
     async def create_persona(spec: PersonaSpec) -> PersonaSpec:
         """Create a persona; the id must be new (PUT replaces one)."""
-        if await fleet.personas.get(spec.id) is not None:
+        if not await fleet.create(spec):
             raise ApiError(409, "persona_exists", f"persona {spec.id!r} already exists; PUT replaces it")
-        await fleet.apply(spec)
         return spec
 
     @app.get(
@@ -289,8 +298,35 @@ def create_app(settings: Settings) -> FastAPI:
         responses=_errors(401, 404),
     )
     async def persona_stats(persona_id: str) -> PersonaStats:
-        """Posts, accepted and rejected, spend today and cost per accepted post."""
+        """Posts, accepted and rejected, spend today, cost per accepted post and, once a platform
+        has reported engagement, followers, engagement rate and cost per follower."""
         return await fleet.stats(persona_id)
+
+    @app.post(
+        "/v1/personas/{persona_id}/engagement",
+        status_code=201,
+        tags=["personas"],
+        dependencies=[editor],
+        responses=_errors(401, 403, 404, 413, 422),
+    )
+    async def report_engagement(persona_id: str, report: EngagementReport) -> Engagement:
+        """Record what a platform reports of the persona's account (followers now, impressions and
+        engagements over a period); the latest report per platform replaces the previous one and
+        feeds the engagement rate and cost per follower in stats and metrics."""
+        try:
+            return await fleet.report_engagement(persona_id, report)
+        except PlatformNotUsed as exc:
+            raise ApiError(422, "invalid_field", f"platform: {exc}", field="platform") from exc
+
+    @app.get(
+        "/v1/personas/{persona_id}/engagement",
+        tags=["personas"],
+        dependencies=[viewer],
+        responses=_errors(401, 404),
+    )
+    async def persona_engagement(persona_id: str) -> EngagementList:
+        """The latest engagement report of each of the persona's platforms."""
+        return EngagementList(engagements=await fleet.engagements(persona_id))
 
     # --- generation and jobs --------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chorus.auth import ApiKey, Role
 from chorus.persona import PersonaSpec
-from chorus.state import Job, Post
+from chorus.state import Engagement, Job, Post
 
 
 class _Request(BaseModel):
@@ -50,6 +50,10 @@ class GenerateResponse(BaseModel):
 
 class PersonaList(BaseModel):
     personas: list[PersonaSpec]
+
+
+class EngagementList(BaseModel):
+    engagements: list[Engagement]
 
 
 class FleetStatus(BaseModel):

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,45 +19,21 @@ from ray import serve
 from actors.fleet import Fleet
 from chorus.persona import PersonaSpec
 from chorus.runtime import connect_ray, deploy_local_tier, start_serve
+from chorus.services import free_port, throwaway_redis
 from chorus.settings import Settings, load_settings
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A real redis-server: CHORUS_TEST_REDIS_URL (what .ci/run starts) or one started here."""
-    url = os.environ.get("CHORUS_TEST_REDIS_URL")
-    proc = None
-    if not url:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not installed: run `bash .ci/run` (it installs it)")
-        port = _free_port()
-        proc = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-        )
-        url = f"redis://127.0.0.1:{port}/0"
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis.from_url(url).ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    yield url
-    if proc is not None:
-        proc.terminate()
-        proc.wait(10)
+    with contextlib.ExitStack() as stack:
+        url = os.environ.get("CHORUS_TEST_REDIS_URL")
+        if not url:
+            if shutil.which("redis-server") is None:
+                pytest.fail("redis-server is not installed: run `bash .ci/run` (it installs it)")
+            url = stack.enter_context(throwaway_redis())
+        redis.Redis.from_url(url).flushdb()
+        yield url
 
 
 @pytest.fixture()
@@ -77,7 +51,7 @@ PREMIUM_PRICE = {"input_per_mtok": 3.0, "output_per_mtok": 12.0}
 
 @pytest.fixture(scope="session")
 def serve_port() -> int:
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture(scope="session")

@@ -135,6 +135,22 @@ async def test_persona_create_read_update_delete(client: httpx.AsyncClient) -> N
     assert_error(await client.delete(f"/v1/personas/{persona_id}"), 404, "persona_not_found")
 
 
+async def test_concurrent_creates_of_one_id_let_exactly_one_win(client: httpx.AsyncClient) -> None:
+    persona_id = unique_id("race")
+    names = [f"Contender {n}" for n in range(8)]
+    answers = await asyncio.gather(
+        *(client.post("/v1/personas", json=persona_body(persona_id, display_name=name)) for name in names)
+    )
+    winners = [name for name, answer in zip(names, answers, strict=True) if answer.status_code == 201]
+    assert len(winners) == 1, [a.status_code for a in answers]
+    for answer in answers:
+        if answer.status_code != 201:
+            assert_error(answer, 409, "persona_exists")
+    # The stored spec is the winner's, not one a losing request overwrote it with.
+    assert (await client.get(f"/v1/personas/{persona_id}")).json()["display_name"] == winners[0]
+    await client.delete(f"/v1/personas/{persona_id}")
+
+
 # --- generation end to end -----------------------------------------------------------------------
 
 
@@ -281,6 +297,84 @@ async def test_posts_filter_by_persona_status_and_time_with_cursor_paging(
         "post 3",
         "post 2",
     ]
+
+
+# --- engagement ----------------------------------------------------------------------------------
+
+
+async def test_engagement_reports_feed_stats_and_bad_reports_change_nothing(
+    client: httpx.AsyncClient, anonymous: httpx.AsyncClient, api_settings: Settings
+) -> None:
+    persona_id = unique_id("audience")
+    assert (await client.post("/v1/personas", json=persona_body(persona_id))).status_code == 201
+    engagement = f"/v1/personas/{persona_id}/engagement"
+    stats = (await client.get(f"/v1/personas/{persona_id}/stats")).json()
+    assert stats["followers"] is stats["engagement_rate"] is stats["cost_per_follower_usd"] is None
+
+    redis_client = async_redis(api_settings)
+    repo = PostRepo(redis_client, keys_for(api_settings))
+    for i, cost in enumerate((0.002, 0.004)):
+        post = Post(
+            id=f"job_{persona_id}_{i}",
+            persona_id=persona_id,
+            platform="x",
+            status="accepted",
+            text=f"post {i}",
+            topic="t",
+            cost_usd=cost,
+            prompt_tokens=10,
+            completion_tokens=5,
+            tiers={"body": "local"},
+            nodes=[],
+            created_at=time.time(),
+        )
+        await repo.save(post)
+    await redis_client.aclose()
+
+    first = await client.post(
+        engagement, json={"platform": "x", "followers": 100, "impressions": 1000, "engagements": 40}
+    )
+    assert first.status_code == 201, first.text
+    assert first.json()["engagement_rate"] == pytest.approx(0.04)
+    # The latest report per platform replaces the previous one.
+    await client.post(
+        engagement, json={"platform": "x", "followers": 300, "impressions": 2000, "engagements": 50}
+    )
+    listed = await client.get(engagement)
+    assert listed.status_code == 200, listed.text
+    [latest] = listed.json()["engagements"]
+    assert (latest["followers"], latest["engagement_rate"]) == (300, pytest.approx(0.025))
+    stats = (await client.get(f"/v1/personas/{persona_id}/stats")).json()
+    assert stats["followers"] == 300
+    assert stats["engagement_rate"] == pytest.approx(0.025)
+    assert stats["cost_per_follower_usd"] == pytest.approx(0.006 / 300)
+
+    viewer = await create_key(api_settings, "viewer")
+    before = snapshot(api_settings)
+    not_posting_there = {"platform": "linkedin", "followers": 5, "impressions": 5, "engagements": 1}
+    error = assert_error(
+        await client.post(engagement, json=not_posting_there), 422, "invalid_field", "platform"
+    )
+    assert "does not post to linkedin" in error["message"]
+    negative = {"platform": "x", "followers": -1, "impressions": 0, "engagements": 0}
+    assert_error(await client.post(engagement, json=negative), 422, "invalid_field", "followers")
+    assert_error(
+        await client.post(engagement, json={"platform": "x", "followers": 1}),
+        422,
+        "invalid_field",
+        "impressions",
+    )
+    assert_error(
+        await client.post("/v1/personas/nobody-here/engagement", json=not_posting_there),
+        404,
+        "persona_not_found",
+    )
+    refused = await anonymous.post(
+        engagement, json={**not_posting_there, "platform": "x"}, headers=bearer(viewer)
+    )
+    assert_error(refused, 403, "forbidden")
+    assert snapshot(api_settings) == before
+    assert (await anonymous.get(engagement, headers=bearer(viewer))).status_code == 200
 
 
 # --- keys and roles ------------------------------------------------------------------------------

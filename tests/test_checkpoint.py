@@ -126,9 +126,7 @@ def test_list_order_before_limit_filter(saver: RedisCheckpointSaver) -> None:
     assert list(saver.list(_cfg("t"), limit=0)) == []
     before = [t.config for t in saver.list(_cfg("t"), before=configs[3])]
     assert _ids(before) == newest_first[2:]
-    assert _ids(t.config for t in saver.list(_cfg("t"), before=configs[3], limit=1)) == [
-        newest_first[2]
-    ]
+    assert _ids(t.config for t in saver.list(_cfg("t"), before=configs[3], limit=1)) == [newest_first[2]]
     assert _ids(t.config for t in saver.list(_cfg("t"), filter={"step": 3})) == [newest_first[1]]
     assert list(saver.list(_cfg("t"), filter={"step": 3, "source": "input"})) == []
     assert _ids(t.config for t in saver.list(configs[1])) == [newest_first[3]]
@@ -137,9 +135,7 @@ def test_list_order_before_limit_filter(saver: RedisCheckpointSaver) -> None:
 def test_list_spans_namespaces_unless_one_is_given(saver: RedisCheckpointSaver) -> None:
     root = saver.put(_cfg("t"), _checkpoint(), {"step": 0}, {})
     child = saver.put(_cfg("t", ns="sub:1"), _checkpoint(), {"step": 0}, {})
-    assert _ids(t.config for t in saver.list({"configurable": {"thread_id": "t"}})) == _ids(
-        [root, child]
-    )
+    assert _ids(t.config for t in saver.list({"configurable": {"thread_id": "t"}})) == _ids([root, child])
     assert _ids(t.config for t in saver.list(_cfg("t", ns="sub:1"))) == _ids([child])
 
 
@@ -162,9 +158,7 @@ def test_put_writes_become_pending_writes(saver: RedisCheckpointSaver) -> None:
     ]
 
 
-def test_delete_thread_removes_every_key(
-    saver: RedisCheckpointSaver, redis_url: str, prefix: str
-) -> None:
+def test_delete_thread_removes_every_key(saver: RedisCheckpointSaver, redis_url: str, prefix: str) -> None:
     configs = _chain(saver, "t", 3)
     saver.put_writes(configs[-1], [("n", 1)], task_id="task")
     _chain(saver, "keep", 1)

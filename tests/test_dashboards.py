@@ -19,7 +19,6 @@ import math
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -40,6 +39,7 @@ from chorus.prometheus import (
     start_local_prometheus,
     stop_local_prometheus,
 )
+from chorus.services import free_port
 from tests.test_metrics import dashboard_exprs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -381,12 +381,6 @@ def _gauge(name: str) -> float:
     }.get(name, 3.0)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass(frozen=True)
 class SyntheticPrometheus:
     url: str
@@ -408,7 +402,7 @@ def synthetic_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     source.write_text(_openmetrics(start), encoding="utf-8")
     result = _promtool("tsdb", "create-blocks-from", "openmetrics", str(source), str(data_dir / "data"))
     assert result.returncode == 0, result.stdout + result.stderr
-    port = _free_port()
+    port = free_port()
     proc = start_local_prometheus(port, data_dir, sd_file=data_dir / "no-targets.json", scrape_interval_s=60)
     assert proc is not None
     try:
@@ -543,17 +537,17 @@ def test_ray_sd_file_prefers_an_explicit_temp_dir(tmp_path: Path) -> None:
 
 def test_no_binary_means_no_prometheus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(chorus_prometheus, "prometheus_binary", lambda: None)
-    assert start_local_prometheus(_free_port(), tmp_path, sd_file=tmp_path / "sd.json") is None
+    assert start_local_prometheus(free_port(), tmp_path, sd_file=tmp_path / "sd.json") is None
     assert stop_local_prometheus(None) is False
 
 
 @needs_prometheus
 def test_local_prometheus_scrapes_the_discovered_targets_with_the_rules(tmp_path: Path) -> None:
     # A stand-in for a Ray node's metrics endpoint, listed in a discovery file like Ray's.
-    target_port = _free_port()
+    target_port = free_port()
     sd = tmp_path / "prom_metrics_service_discovery.json"
     sd.write_text(json.dumps([{"labels": {"job": "ray"}, "targets": [f"127.0.0.1:{target_port}"]}]))
-    port = _free_port()
+    port = free_port()
     proc = start_local_prometheus(port, tmp_path / "prom", sd_file=sd, scrape_interval_s=1)
     assert proc is not None
     try:
@@ -573,7 +567,7 @@ def test_local_prometheus_scrapes_the_discovered_targets_with_the_rules(tmp_path
         with pytest.raises(RuntimeError, match="in use"):  # the same port
             start_local_prometheus(port, tmp_path / "other", sd_file=sd)
         with pytest.raises(RuntimeError, match="already uses"):  # the same data dir
-            start_local_prometheus(_free_port(), tmp_path / "prom", sd_file=sd)
+            start_local_prometheus(free_port(), tmp_path / "prom", sd_file=sd)
     finally:
         assert stop_local_prometheus(proc) is True
     assert proc.returncode is not None
@@ -581,7 +575,7 @@ def test_local_prometheus_scrapes_the_discovered_targets_with_the_rules(tmp_path
 
 @needs_prometheus
 def test_detached_prometheus_is_stopped_through_its_data_dir(tmp_path: Path) -> None:
-    proc = start_local_prometheus(_free_port(), tmp_path, sd_file=tmp_path / "sd.json", detach=True)
+    proc = start_local_prometheus(free_port(), tmp_path, sd_file=tmp_path / "sd.json", detach=True)
     assert proc is not None
     assert os.getsid(proc.pid) == proc.pid, "a detached Prometheus leads its own session"
     assert stop_local_prometheus(tmp_path) is True

@@ -87,8 +87,7 @@ def test_example_posts_follow_the_personas_rules(path: Path) -> None:
             assert required.lower() in tags, f"{post!r} lacks {required}"
         count = len(_hashtags(post))
         assert spec.rules.min_hashtags <= count <= spec.rules.max_hashtags, (
-            f"{post!r} has {count} hashtags, "
-            f"allowed {spec.rules.min_hashtags}..{spec.rules.max_hashtags}"
+            f"{post!r} has {count} hashtags, allowed {spec.rules.min_hashtags}..{spec.rules.max_hashtags}"
         )
         for word in spec.banned_words:
             assert not _contains_word(post, word), f"{post!r} uses banned word {word!r}"

@@ -2,9 +2,9 @@
 
 The session's Ray (tests/conftest.py) exports every Ray, Serve and Chorus metric from its node's
 metrics agent; a Prometheus started here finds it through the session's own service discovery
-file and scrapes it every 2 s. After a workload that touches every metric with a data source
-(posts through the Fleet API, a budget stop, a passivation, and router calls in this process for a
-cache hit, a retry and a fallback), every panel of every dashboard must return data without the
+file and scrapes it every 2 s. After a workload through the HTTP API that touches every metric
+(personas, posts, a budget stop, an engagement report and an error; then a passivation, and router
+calls in this process for a cache hit, a retry and a fallback), every panel of every dashboard must return data without the
 per-process WorkerId label, except the documented ones below, and the spend Prometheus sums for a
 persona must equal the costs stored with its posts.
 """
@@ -15,7 +15,6 @@ import asyncio
 import json
 import math
 import shutil
-import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -28,9 +27,11 @@ import ray
 
 from actors.fleet import Fleet
 from chorus.llm.router import Router
+from chorus.persona import PersonaSpec
 from chorus.prometheus import SD_FILE_NAME, ray_sd_file, start_local_prometheus, stop_local_prometheus
+from chorus.services import free_port
 from chorus.settings import Settings
-from chorus.state import TERMINAL_JOB_STATUSES, Job
+from chorus.state import TERMINAL_JOB_STATUSES, EngagementReport
 from chorus.store import async_redis
 from tests.conftest import make_persona, unique_id
 
@@ -41,8 +42,6 @@ METRICS_WAIT_S = 120.0  # Ray's metrics agent exports every 10 s; a scrape every
 
 # Panels that cannot have data on this machine or with this workload, and why.
 NO_DATA_EXPECTED = {
-    "Engagement rate": "no platform reports engagement yet: chorus_engagement_rate has no data source",
-    "Followers": "no platform reports followers yet: chorus_followers has no data source",
     "GPU utilization": "GPU nodes only (the vLLM tier); the test machine has no GPU",
     "GPU memory used": "GPU nodes only (the vLLM tier); the test machine has no GPU",
 }
@@ -55,12 +54,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus is not installed"),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _session_sd_file(tmp: Path) -> Path:
@@ -97,7 +90,7 @@ class Prom:
 @pytest.fixture(scope="module")
 def prometheus(local_tier: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prom]:
     data_dir = tmp_path_factory.mktemp("prometheus-ray")
-    port = _free_port()
+    port = free_port()
     proc = start_local_prometheus(
         port, data_dir, sd_file=_session_sd_file(data_dir), scrape_interval_s=SCRAPE_S
     )
@@ -118,6 +111,7 @@ class Workload:
     persona: str
     post_costs: list[float]
     accepted: int
+    engagement: EngagementReport
 
 
 async def _router_calls(settings: Settings, persona: str) -> None:
@@ -135,7 +129,7 @@ async def _router_calls(settings: Settings, persona: str) -> None:
         assert not first.cache_hit and second.cache_hit
     finally:
         await router.aclose()
-    dead = settings.premium.model_copy(update={"base_url": f"http://127.0.0.1:{_free_port()}/v1"})
+    dead = settings.premium.model_copy(update={"base_url": f"http://127.0.0.1:{free_port()}/v1"})
     router = Router(settings.model_copy(update={"premium": dead}), client)
     try:
         fallback = await router.complete(
@@ -148,56 +142,80 @@ async def _router_calls(settings: Settings, persona: str) -> None:
 
 
 @pytest.fixture(scope="module")
-async def workload(prometheus: Prom, fleet_settings: Settings) -> AsyncIterator[Workload]:
+async def workload(
+    prometheus: Prom, fleet_settings: Settings, api: str, admin_key: str
+) -> AsyncIterator[Workload]:
+    """The workload goes through the HTTP API, as a user's would (so Serve's HTTP metrics have it)."""
     fleet = Fleet(fleet_settings)
-    try:
-        # A budget stop (job error), in an actor that is then passivated.
-        broke = make_persona(
-            unique_id("obs-broke"),
-            daily_budget_usd=1e-9,
-            rules={"no_cache_steps": ["hook", "body", "rewrite"]},
-        )
-        await fleet.apply(broke)
-        [job_id] = await fleet.generate(broke.id, 1)
-        assert (await _finished(fleet, job_id, 120)).status == "budget_exceeded"
-        directory = await fleet.directory()
-        deadline = time.monotonic() + 30
-        while broke.id not in await directory.passivate_idle.remote(0.0):  # once the actor is idle
-            assert time.monotonic() < deadline, "the directory never passivated the idle actor"
-            await asyncio.sleep(0.2)
-        # Two posts, tiered: hook on premium, body and rewrites local; rules lenient enough that
-        # review usually accepts.
-        spec = make_persona(
-            unique_id("obs"),
-            rules={"max_hashtags": 30, "novelty_threshold": 1.0},
-            banned_words=[],
-            banned_topics=[],
-        )
-        await fleet.apply(spec)
-        for job_id in await fleet.generate(spec.id, 2):
-            job = await _finished(fleet, job_id, 300)
-            assert job.status == "done", job.error
-        posts = (await fleet.posts(persona_id=spec.id)).posts
-        assert len(posts) == 2
-        await _router_calls(fleet_settings, unique_id("obs-router"))
-        yield Workload(
-            persona=spec.id,
-            post_costs=[p.cost_usd for p in posts],
-            accepted=sum(p.status == "accepted" for p in posts),
-        )
-    finally:
-        await fleet.redis.aclose()
+    headers = {"Authorization": f"Bearer {admin_key}"}
+    async with httpx.AsyncClient(base_url=api, headers=headers, timeout=60) as client:
+        try:
+            # A budget stop (job error), in an actor that is then passivated.
+            broke = make_persona(
+                unique_id("obs-broke"),
+                daily_budget_usd=1e-9,
+                rules={"no_cache_steps": ["hook", "body", "rewrite"]},
+            )
+            [job_id] = await _generate(client, broke)
+            assert (await _finished(client, job_id, 120))["status"] == "budget_exceeded"
+            directory = await fleet.directory()
+            deadline = time.monotonic() + 30
+            while broke.id not in await directory.passivate_idle.remote(0.0):  # once the actor is idle
+                assert time.monotonic() < deadline, "the directory never passivated the idle actor"
+                await asyncio.sleep(0.2)
+            # Two posts, tiered: hook on premium, body and rewrites local; rules lenient enough
+            # that review usually accepts.
+            spec = make_persona(
+                unique_id("obs"),
+                rules={"max_hashtags": 30, "novelty_threshold": 1.0},
+                banned_words=[],
+                banned_topics=[],
+            )
+            for job_id in await _generate(client, spec, count=2):
+                job = await _finished(client, job_id, 300)
+                assert job["status"] == "done", job["error"]
+            posts = (await client.get("/v1/posts", params={"persona": spec.id})).json()["posts"]
+            assert len(posts) == 2
+            # What a platform reports of the account: 3% engagement, 1,200 followers.
+            report = EngagementReport(
+                platform=spec.platforms[0].name, followers=1_200, impressions=5_000, engagements=150
+            )
+            reported = await client.post(
+                f"/v1/personas/{spec.id}/engagement", json=report.model_dump(mode="json")
+            )
+            assert reported.status_code == 201, reported.text
+            assert (await client.get("/v1/personas/nobody-here")).status_code == 404  # an HTTP error
+            await _router_calls(fleet_settings, unique_id("obs-router"))
+            yield Workload(
+                persona=spec.id,
+                post_costs=[p["cost_usd"] for p in posts],
+                accepted=sum(p["status"] == "accepted" for p in posts),
+                engagement=report,
+            )
+        finally:
+            await fleet.redis.aclose()
 
 
-async def _finished(fleet: Fleet, job_id: str, timeout_s: float) -> Job:
-    """The job once terminal, polled (no blocking stream read: the API is not under test here)."""
+async def _generate(client: httpx.AsyncClient, spec: PersonaSpec, count: int = 1) -> list[str]:
+    created = await client.post("/v1/personas", json=spec.model_dump(mode="json"))
+    assert created.status_code == 201, created.text
+    answer = await client.post(
+        f"/v1/personas/{spec.id}/posts:generate", params={"async": "true"}, json={"count": count}
+    )
+    assert answer.status_code == 202, answer.text
+    return [job["id"] for job in answer.json()["jobs"]]
+
+
+async def _finished(client: httpx.AsyncClient, job_id: str, timeout_s: float) -> dict[str, Any]:
+    """The job once terminal, polled as a client without an event stream would."""
     deadline = time.monotonic() + timeout_s
     while True:
-        job = await fleet.job(job_id)
-        assert job is not None, job_id
-        if job.status in TERMINAL_JOB_STATUSES:
+        answer = await client.get(f"/v1/jobs/{job_id}")
+        assert answer.status_code == 200, answer.text
+        job: dict[str, Any] = answer.json()
+        if job["status"] in TERMINAL_JOB_STATUSES:
             return job
-        assert time.monotonic() < deadline, f"job {job_id} still {job.status} after {timeout_s:.0f}s"
+        assert time.monotonic() < deadline, f"job {job_id} still {job['status']} after {timeout_s:.0f}s"
         await asyncio.sleep(0.5)
 
 
@@ -251,6 +269,26 @@ async def test_prometheus_sees_the_spend_stored_with_the_posts(prometheus: Prom,
         await asyncio.sleep(SCRAPE_S)
     # The dashboard's "Spend in range" counts every series from its first sample (no increase() gap).
     assert prometheus.value(in_range) == pytest.approx(expected, rel=1e-6)
+
+
+async def test_prometheus_sees_the_reported_engagement_and_cost_per_follower(
+    prometheus: Prom, workload: Workload
+) -> None:
+    persona, report = workload.persona, workload.engagement
+    where = f'persona="{persona}", platform="{report.platform.value}"'
+    expected = {
+        f"max(ray_chorus_engagement_rate{{{where}}})": 150 / 5_000,
+        f"max(ray_chorus_followers{{{where}}})": 1_200,
+        # Spend to date over followers, from the very costs stored with the posts.
+        f'max(ray_chorus_cost_per_follower_usd{{persona="{persona}"}})': sum(workload.post_costs) / 1_200,
+    }
+    deadline = time.monotonic() + METRICS_WAIT_S
+    while True:
+        seen = {query: prometheus.value(query) for query in expected}
+        if all(v is not None and math.isclose(v, expected[q], rel_tol=1e-6) for q, v in seen.items()):
+            break
+        assert time.monotonic() < deadline, f"Prometheus has {seen}; expected {expected}"
+        await asyncio.sleep(SCRAPE_S)
 
 
 async def test_every_panel_returns_data(prometheus: Prom, workload: Workload) -> None:

@@ -96,8 +96,7 @@ def test_env_beats_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     _config(
         tmp_path,
         monkeypatch,
-        "redis:\n  url: redis://yaml-host:6379/1\n  key_prefix: fleet_a\n"
-        "premium:\n  model: gpt-4o\n",
+        "redis:\n  url: redis://yaml-host:6379/1\n  key_prefix: fleet_a\npremium:\n  model: gpt-4o\n",
     )
     monkeypatch.setenv("CHORUS_REDIS__URL", "redis://env-host:6379/3")
     settings = load_settings()
