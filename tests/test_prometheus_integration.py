@@ -4,9 +4,9 @@ The session's Ray (tests/conftest.py) exports every Ray, Serve and Chorus metric
 metrics agent; a Prometheus started here finds it through the session's own service discovery
 file and scrapes it every 2 s. After a workload through the HTTP API that touches every metric
 (personas, posts, a budget stop, an engagement report and an error; then a passivation, and router
-calls in this process for a cache hit, a retry and a fallback), every panel of every dashboard must return data without the
-per-process WorkerId label, except the documented ones below, and the spend Prometheus sums for a
-persona must equal the costs stored with its posts.
+calls in this process for a cache hit, a retry and a fallback), every panel of every dashboard
+must return data without the per-process WorkerId label, except the documented ones below, and
+the spend Prometheus sums for a persona must equal the costs stored with its posts.
 """
 
 from __future__ import annotations
