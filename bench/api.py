@@ -282,7 +282,7 @@ def main() -> None:
         return
     for tool in ("wrk", "redis-server"):
         if shutil.which(tool) is None:
-            sys.exit(f"{tool} is not installed")
+            sys.exit(f"{tool} is not installed: apt-get install {tool} (Debian's package)")
 
     import ray
     from ray import serve

@@ -32,7 +32,7 @@ from rich.table import Table
 from rich.text import Text
 
 from chorus.auth import ROLES
-from chorus.persona import PersonaSpec, PersonaSpecError, load_persona_dir, load_persona_file
+from chorus.persona import PersonaSpec, PersonaSpecError, Platform, load_persona_dir, load_persona_file
 from chorus.settings import Settings, SettingsError, load_settings
 from chorus.state import NodeRecord, PersonaStats, Post, PostPage
 from serve.schemas import (
@@ -367,6 +367,43 @@ async def cmd_personas_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_personas_stats(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        stats = await client.get(PersonaStats, f"/v1/personas/{args.id}/stats")
+    table = Table(title=f"{args.id}", show_header=False)
+    rate = "-" if stats.engagement_rate is None else f"{stats.engagement_rate:.2%}"
+    for name, value in (
+        ("posts (accepted / rejected)", f"{stats.posts} ({stats.accepted} / {stats.rejected})"),
+        ("tokens in / out", f"{stats.prompt_tokens} / {stats.completion_tokens}"),
+        ("cost to date", _money(stats.cost_usd)),
+        ("cost per accepted post", _money(stats.cost_per_accepted_post_usd)),
+        ("spend today / budget", f"{_money(stats.spend_today_usd)} / {_money(stats.daily_budget_usd)}"),
+        ("followers", "-" if stats.followers is None else str(stats.followers)),
+        ("engagement rate", rate),
+        ("cost per follower", _money(stats.cost_per_follower_usd)),
+    ):
+        table.add_row(name, value)
+    console.print(table)
+    return 0
+
+
+async def cmd_personas_engagement(args: argparse.Namespace) -> int:
+    report = {
+        "platform": args.platform,
+        "followers": args.followers,
+        "impressions": args.impressions,
+        "engagements": args.engagements,
+    }
+    async with _client(args) as client:
+        response = await client.call("POST", f"/v1/personas/{args.id}/engagement", json=report)
+    rate = response.json()["engagement_rate"]
+    console.print(
+        f"recorded {args.platform} for {args.id}: {args.followers} followers, "
+        f"engagement rate {'-' if rate is None else f'{rate:.2%}'}"
+    )
+    return 0
+
+
 async def cmd_generate(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         runs = await start_jobs(client, args.id, args.count)
@@ -659,11 +696,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --- argument parsing -----------------------------------------------------------------------------
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
+def _at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}")
+        return value
+
+    return parse
+
+
+_positive = _at_least(1)
+_count = _at_least(0)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -702,6 +749,24 @@ def _parser() -> argparse.ArgumentParser:
         "apply", cmd_personas_apply, "create or update personas from YAML files or folders", personas
     ).add_argument("files", nargs="+", metavar="FILE")
     add("delete", cmd_personas_delete, "delete a persona", personas).add_argument("id")
+    add(
+        "stats", cmd_personas_stats, "posts, spend, cost per post and audience of a persona", personas
+    ).add_argument("id")
+    engagement = add(
+        "engagement",
+        cmd_personas_engagement,
+        "record what a platform reports of a persona's account (the latest report counts)",
+        personas,
+    )
+    engagement.add_argument("id")
+    engagement.add_argument("--platform", required=True, choices=[p.value for p in Platform])
+    engagement.add_argument("--followers", required=True, type=_count, help="followers now")
+    engagement.add_argument(
+        "--impressions", required=True, type=_count, help="views of its posts in the period"
+    )
+    engagement.add_argument(
+        "--engagements", required=True, type=_count, help="likes, reposts, replies, clicks in the period"
+    )
 
     generate = add("generate", cmd_generate, "generate posts for a persona, with live per-node progress")
     generate.add_argument("id")

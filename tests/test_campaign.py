@@ -17,9 +17,10 @@ import httpx
 import pytest
 
 from actors.fleet import Fleet
+from chorus.services import free_port
 from chorus.settings import Settings
 from cluster.campaign import CampaignReport
-from tests.conftest import _free_port, unique_id
+from tests.conftest import unique_id
 
 ROOT = Path(__file__).resolve().parents[1]
 PERSONAS = ["personas/ember-and-oak-coffee.yaml", "personas/plain-cents.yaml"]
@@ -29,7 +30,7 @@ PERSONAS = ["personas/ember-and-oak-coffee.yaml", "personas/plain-cents.yaml"]
 def ray_head() -> Iterator[str]:
     """A second, separate Ray cluster started the way an operator would, on loopback."""
     ray_bin = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
-    dashboard = _free_port()
+    dashboard = free_port()
     # Short: Ray's unix sockets live under it, and socket paths are limited to ~107 bytes.
     temp_dir = tempfile.mkdtemp(prefix="rh", dir="/tmp")
     # --block keeps the head in the foreground: ending it stops this cluster and nothing else
@@ -40,15 +41,15 @@ def ray_head() -> Iterator[str]:
             "start",
             "--head",
             "--block",
-            f"--port={_free_port()}",
+            f"--port={free_port()}",
             "--node-ip-address=127.0.0.1",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard}",
             "--num-cpus=2",
             # Ports of their own: the test session's Ray already holds the default agent port.
-            f"--dashboard-agent-listen-port={_free_port()}",
-            f"--metrics-export-port={_free_port()}",
-            f"--ray-client-server-port={_free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+            f"--ray-client-server-port={free_port()}",
             f"--temp-dir={temp_dir}",
             "--disable-usage-stats",
         ],

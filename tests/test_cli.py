@@ -106,3 +106,20 @@ def test_keys_lifecycle_and_refusals_are_one_line_errors(chorus: Run) -> None:
 
     code, _, err = chorus("status", url="http://127.0.0.1:9")
     assert code == 1 and "cannot reach the Chorus API" in err and len(err.strip().splitlines()) == 1
+
+
+def test_engagement_report_shows_in_persona_stats(chorus: Run, tmp_path: Path) -> None:
+    path = persona_file(tmp_path, unique_id("cli"))
+    assert chorus("personas", "apply", str(path))[0] == 0
+    report = ("--followers", "250", "--impressions", "4000", "--engagements", "100")
+    code, out, err = chorus("personas", "engagement", path.stem, "--platform", "x", *report)
+    assert code == 0, err
+    assert "250 followers" in out and "2.50%" in out
+    code, out, err = chorus("personas", "stats", path.stem)
+    assert code == 0, err
+    assert re.search(r"followers\s+250\b", out) and re.search(r"engagement rate\s+2\.50%", out), out
+
+    # A platform the persona does not post to: one line naming the field, and a non-zero exit.
+    code, out, err = chorus("personas", "engagement", path.stem, "--platform", "linkedin", *report)
+    assert code != 0 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "platform" in err and "linkedin" in err, err

@@ -10,8 +10,9 @@ import redis.asyncio as aioredis
 
 from chorus.llm.pricing import PriceTable
 from chorus.llm.router import BudgetExceeded, LLMResult, Router, max_prompt_tokens
+from chorus.services import free_port
 from chorus.settings import Settings
-from tests.conftest import PREMIUM_PRICE, _free_port
+from tests.conftest import PREMIUM_PRICE
 
 
 def _messages(tag: str | None = None) -> list[dict[str, str]]:
@@ -88,7 +89,7 @@ async def test_repeated_call_is_a_free_cache_hit(
 async def test_premium_down_falls_back_to_local(
     settings: Settings, local_tier: str, aredis: aioredis.Redis
 ) -> None:
-    closed = f"http://127.0.0.1:{_free_port()}/v1"
+    closed = f"http://127.0.0.1:{free_port()}/v1"
     down = settings.model_copy(update={"premium": settings.premium.model_copy(update={"base_url": closed})})
     router = Router(down, aredis)
     result = await router.complete(step="hook", tier="premium", messages=_messages(), max_tokens=8)
