@@ -117,7 +117,7 @@ def test_engagement_report_shows_in_persona_stats(chorus: Run, tmp_path: Path) -
     assert "250 followers" in out and "2.50%" in out
     code, out, err = chorus("personas", "stats", path.stem)
     assert code == 0, err
-    assert re.search(r"followers\s+250\b", out) and re.search(r"engagement rate\s+2\.50%", out), out
+    assert re.search(r"followers\W+250\b", out) and re.search(r"engagement rate\W+2\.50%", out), out
 
     # A platform the persona does not post to: one line naming the field, and a non-zero exit.
     code, out, err = chorus("personas", "engagement", path.stem, "--platform", "linkedin", *report)
