@@ -538,7 +538,7 @@ def bring_up(args: argparse.Namespace) -> UpResult:
     except services.ServiceError as exc:
         raise CliError(str(exc)) from None
     if getattr(args, "with_prometheus", False):
-        _start_prometheus(say)
+        _start_prometheus(say, args.prometheus_port)
     url = api_url(settings)
     key, created = asyncio.run(_admin_key(settings, url))
     path = save_credentials(Credentials(url=url, key=key))
@@ -561,10 +561,7 @@ def bring_up(args: argparse.Namespace) -> UpResult:
     return UpResult(url, key, cluster.dashboard_url, personas)
 
 
-PROMETHEUS_PORT = 9090
-
-
-def _start_prometheus(say: Callable[[str], None]) -> None:
+def _start_prometheus(say: Callable[[str], None], port: int) -> None:
     """A local Prometheus scraping this Ray through its service-discovery file, if installed."""
     from chorus import services
     from chorus.prometheus import ray_sd_file, start_local_prometheus
@@ -572,7 +569,7 @@ def _start_prometheus(say: Callable[[str], None]) -> None:
     data = services.data_dir() / "prometheus"
     try:
         proc = start_local_prometheus(
-            PROMETHEUS_PORT, data, sd_file=ray_sd_file(services.ray_temp_dir()), detach=True
+            port, data, sd_file=ray_sd_file(services.ray_temp_dir()), detach=True
         )
     except (OSError, RuntimeError) as exc:
         say(f"Prometheus not started: {exc}")
@@ -581,8 +578,8 @@ def _start_prometheus(say: Callable[[str], None]) -> None:
         say("Prometheus not started: the `prometheus` binary is not installed (apt-get install prometheus)")
         return
     say(
-        f"Prometheus at http://127.0.0.1:{PROMETHEUS_PORT} (for the Ray dashboard: "
-        f"RAY_PROMETHEUS_HOST=http://127.0.0.1:{PROMETHEUS_PORT})"
+        f"Prometheus at http://127.0.0.1:{port} (for the Ray dashboard: "
+        f"RAY_PROMETHEUS_HOST=http://127.0.0.1:{port})"
     )
 
 
@@ -735,6 +732,9 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--redeploy", action="store_true", help="redeploy the Serve apps even if running")
         sub.add_argument(
             "--with-prometheus", action="store_true", help="also start a local Prometheus scraping Ray"
+        )
+        sub.add_argument(
+            "--prometheus-port", type=_positive, default=9090, help="its loopback port (default 9090)"
         )
         if name == "demo":
             sub.add_argument("--count", type=_positive, default=1, help="posts per persona (default 1)")

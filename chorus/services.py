@@ -207,7 +207,7 @@ class _Target:
     init: dict[str, Any]  # how ray.init reaches it
 
 
-def _running_cluster(settings: Settings) -> _Target | None:
+def running_cluster(settings: Settings) -> _Target | None:
     """The Ray cluster to join: configured, started by `chorus up`, or started on this machine."""
     if settings.ray_address:
         return _Target(settings.ray_address, {"address": settings.ray_address})
@@ -283,13 +283,13 @@ class Cluster:
 
 def connect(settings: Settings, say: Log, *, start: bool) -> Cluster | None:
     """Join the running Ray cluster (starting a head first when `start`); None if there is none."""
-    target = _running_cluster(settings)
+    target = running_cluster(settings)
     started = False
     if target is None:
         if not start:
             return None
         start_ray_head(say)
-        target, started = _running_cluster(settings), True
+        target, started = running_cluster(settings), True
         assert target is not None
     # ray.init directly rather than runtime.connect_ray: the context carries the dashboard's URL.
     # ERROR: Ray's notes on joining (several clusters seen, token auth on) are not the user's concern.
