@@ -19,7 +19,10 @@ from chorus.settings import Settings, Tier
 GATEWAY_NAME = "chorus-gateway"
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=1000)  # type: ignore[call-overload]
+# max_task_retries: a call lost with a gateway that died is re-sent to the restarted one instead
+# of failing the persona's job. The lost call may have reached the model, so a retry can pay twice;
+# its reservation stays on the persona's ledger, which errs on the side of the budget.
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=3, max_concurrency=1000)  # type: ignore[call-overload]
 class ModelGateway:
     def __init__(self, settings: Settings) -> None:
         from chorus.llm.router import Router

@@ -13,6 +13,7 @@ import ray
 
 from actors.directory import DIRECTORY_NAME, persona_actor_name
 from actors.fleet import Fleet
+from actors.gateway import GATEWAY_NAME
 from chorus.llm.pricing import PriceTable
 from chorus.llm.router import max_prompt_tokens
 from chorus.settings import Settings
@@ -70,6 +71,24 @@ async def test_actor_killed_mid_workflow_restarts_and_stores_exactly_one_post(
     [post] = page.posts
     assert [n.node for n in post.nodes].count("hook") == 1, "the finished hook must not run again"
     assert (await fleet.stats(spec.id)).posts == 1
+
+
+async def test_model_gateway_killed_mid_call_restarts_and_the_job_completes(
+    fleet: Fleet, fleet_settings: Settings
+) -> None:
+    spec = make_persona(unique_id("gwcrash"), model_policy=ALL_LOCAL, rules=NO_CACHE)
+    await fleet.apply(spec)
+    [job_id] = await fleet.generate(spec.id, 1)
+    async for event in fleet.events(job_id):
+        if event.type == "node" and event.data["node"] == "hook":
+            break  # the body's model call is in the gateway now
+    gateway = ray.get_actor(GATEWAY_NAME, namespace=fleet_settings.ray_namespace)
+    ray.kill(gateway, no_restart=False)
+    job = await fleet.wait(job_id, timeout_s=180)
+    assert job.status == "done", job.error
+    [post] = (await fleet.posts(persona_id=spec.id)).posts
+    assert post.id == job_id and [n.node for n in post.nodes].count("hook") == 1
+    assert await gateway.ping.remote()  # the gateway is back for everyone else
 
 
 async def test_jobs_of_one_persona_run_one_at_a_time_and_add_up(fleet: Fleet) -> None:
