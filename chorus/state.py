@@ -144,13 +144,13 @@ class EngagementRepo:
             # Stored without the derived rate, which the model recomputes on reading.
             stored = engagement.model_dump_json(exclude={"engagement_rate"})
             pipe.hset(self._k("engagement", persona_id), report.platform.value, stored)
-            pipe.sadd(self._k("engagement", "personas"), persona_id)
+            pipe.sadd(self._k("engaged"), persona_id)
             await pipe.execute()
         return engagement
 
     async def reported_personas(self) -> list[str]:
         """Personas with at least one report (the metrics refresh reads only these)."""
-        members: set[bytes] = await self._r.smembers(self._k("engagement", "personas"))  # type: ignore[assignment]
+        members: set[bytes] = await self._r.smembers(self._k("engaged"))  # type: ignore[assignment]
         return sorted(m.decode() for m in members)
 
     async def of(self, persona_ids: list[str]) -> dict[str, list[Engagement]]:
@@ -168,7 +168,7 @@ class EngagementRepo:
     async def delete(self, persona_id: str) -> None:
         async with self._r.pipeline(transaction=True) as pipe:
             pipe.delete(self._k("engagement", persona_id))
-            pipe.srem(self._k("engagement", "personas"), persona_id)
+            pipe.srem(self._k("engaged"), persona_id)
             await pipe.execute()
 
 
