@@ -16,6 +16,7 @@ from actors.fleet import Fleet
 from actors.gateway import GATEWAY_NAME
 from chorus.llm.pricing import PriceTable
 from chorus.llm.router import max_prompt_tokens
+from chorus.persona import PersonaSpec
 from chorus.settings import Settings
 from graphs.content.prompts import hook_messages
 from tests.conftest import make_persona, unique_id
@@ -32,6 +33,17 @@ def persona_processes() -> int:
 
 async def _events(fleet: Fleet, job_id: str) -> list[tuple[str, str | None]]:
     return [(e.type, e.data.get("node")) async for e in fleet.events(job_id)]
+
+
+async def _job_writing_its_body(fleet: Fleet, prefix: str) -> tuple[PersonaSpec, str]:
+    """A new persona's job, returned once its hook is done and its body is being written."""
+    spec = make_persona(unique_id(prefix), model_policy=ALL_LOCAL, rules=NO_CACHE)
+    await fleet.apply(spec)
+    [job_id] = await fleet.generate(spec.id, 1)
+    async for event in fleet.events(job_id):
+        if event.type == "node" and event.data["node"] == "hook":
+            break
+    return spec, job_id
 
 
 async def test_generate_stores_a_costed_post_and_streams_every_node(fleet: Fleet) -> None:
@@ -55,12 +67,7 @@ async def test_generate_stores_a_costed_post_and_streams_every_node(fleet: Fleet
 async def test_actor_killed_mid_workflow_restarts_and_stores_exactly_one_post(
     fleet: Fleet, fleet_settings: Settings
 ) -> None:
-    spec = make_persona(unique_id("crash"), model_policy=ALL_LOCAL, rules=NO_CACHE)
-    await fleet.apply(spec)
-    [job_id] = await fleet.generate(spec.id, 1)
-    async for event in fleet.events(job_id):
-        if event.type == "node" and event.data["node"] == "hook":
-            break  # the body is being written now
+    spec, job_id = await _job_writing_its_body(fleet, "crash")
     actor = ray.get_actor(persona_actor_name(spec.id), namespace=fleet_settings.ray_namespace)
     ray.kill(actor, no_restart=False)
     job = await fleet.wait(job_id, timeout_s=180)
@@ -76,12 +83,7 @@ async def test_actor_killed_mid_workflow_restarts_and_stores_exactly_one_post(
 async def test_model_gateway_killed_mid_call_restarts_and_the_job_completes(
     fleet: Fleet, fleet_settings: Settings
 ) -> None:
-    spec = make_persona(unique_id("gwcrash"), model_policy=ALL_LOCAL, rules=NO_CACHE)
-    await fleet.apply(spec)
-    [job_id] = await fleet.generate(spec.id, 1)
-    async for event in fleet.events(job_id):
-        if event.type == "node" and event.data["node"] == "hook":
-            break  # the body's model call is in the gateway now
+    spec, job_id = await _job_writing_its_body(fleet, "gwcrash")  # its model call is in the gateway
     gateway = ray.get_actor(GATEWAY_NAME, namespace=fleet_settings.ray_namespace)
     ray.kill(gateway, no_restart=False)
     job = await fleet.wait(job_id, timeout_s=180)
