@@ -19,8 +19,17 @@ from ray.exceptions import RayActorError
 
 from actors.persona import PersonaActor
 from chorus import metrics
+from chorus.cadence import due_slots
 from chorus.settings import Settings
-from chorus.state import EngagementRepo, JobRepo, PostRepo, audience_totals
+from chorus.state import (
+    EngagementRepo,
+    JobRepo,
+    PersonaRepo,
+    PostRepo,
+    ScheduleRepo,
+    SpendLedger,
+    audience_totals,
+)
 from chorus.store import async_redis, keys_for
 
 log = logging.getLogger(__name__)
@@ -51,6 +60,10 @@ class Directory:
         self.jobs = JobRepo(self.redis, keys)
         self.engagement = EngagementRepo(self.redis, keys)
         self.posts = PostRepo(self.redis, keys, settings.fleet.recent_posts_window)
+        self.personas = PersonaRepo(self.redis, keys)
+        self.slots = ScheduleRepo(self.redis, keys)
+        self._keys = keys
+        self.scheduler: asyncio.Task[None] | None = None
         self.active: OrderedDict[str, _Active] = OrderedDict()  # least recently used first
         self.changed = asyncio.Condition()
         self.running: dict[str, asyncio.Task[None]] = {}
@@ -62,6 +75,8 @@ class Directory:
         """Begin housekeeping and resume every job left unfinished by a previous directory."""
         if self.housekeeping is None:
             self.housekeeping = asyncio.create_task(self._housekeeping())
+            if self.settings.fleet.schedule_interval_s > 0:
+                self.scheduler = asyncio.create_task(self._schedule_loop())
             pending = await self.jobs.pending()
             for job_id, _ in pending:
                 job = await self.jobs.get(job_id)
@@ -146,6 +161,40 @@ class Directory:
             except Exception:
                 log.exception("directory housekeeping failed")
             await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
+
+    async def _schedule_loop(self) -> None:
+        while True:
+            try:
+                await self.schedule_due()
+            except Exception:
+                log.exception("scheduling due posts failed")
+            await asyncio.sleep(self.settings.fleet.schedule_interval_s)
+
+    async def schedule_due(self, now: float | None = None) -> list[str]:
+        """Queue a job for every cadence slot of an autoposting persona that has come due.
+
+        Each slot is claimed in Redis before its job is queued, so a slot is queued once however
+        often this runs (or restarts). A persona whose budget is spent for today gets no job.
+        Returns the ids of the jobs queued.
+        """
+        now = time.time() if now is None else now
+        queued: list[str] = []
+        for spec in await self.personas.all():
+            if not spec.cadence.autopost:
+                continue
+            slots = due_slots(spec.cadence, now, self.settings.fleet.schedule_catch_up_s)
+            if not slots:
+                continue
+            ledger = SpendLedger.of(self.redis, self._keys, spec, self.settings.budget.default_daily_usd)
+            if await ledger.exhausted():
+                continue
+            for slot in slots:
+                if await self.slots.claim(spec.id, slot.key):
+                    job = await self.jobs.create(spec.id, source="schedule")
+                    await self.slots.record(spec.id, slot.key, job.id)
+                    await self.submit(job.id, spec.id)
+                    queued.append(job.id)
+        return queued
 
     async def passivate_idle(self, older_than_s: float | None = None) -> list[str]:
         limit = self.idle_s if older_than_s is None else older_than_s

@@ -6,13 +6,17 @@ Reads go straight to Redis; work goes to the directory, which routes it to perso
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import redis.asyncio as aioredis
 from ray.actor import ActorHandle
 
 from actors.directory import get_directory
 from actors.gateway import get_gateway
+from chorus.cadence import slots_on
 from chorus.llm.types import BudgetExceeded
 from chorus.persona import PersonaSpec
 from chorus.settings import Settings
@@ -28,6 +32,9 @@ from chorus.state import (
     PostPage,
     PostRepo,
     PostStatus,
+    Schedule,
+    ScheduledSlot,
+    ScheduleRepo,
     SpendLedger,
 )
 from chorus.store import async_redis, keys_for
@@ -61,6 +68,7 @@ class Fleet:
         self.jobs = JobRepo(self.redis, keys)
         self.post_repo = PostRepo(self.redis, keys, settings.fleet.recent_posts_window)
         self.engagement = EngagementRepo(self.redis, keys)
+        self.slots = ScheduleRepo(self.redis, keys)
         self._directory: ActorHandle | None = None
 
     async def directory(self) -> ActorHandle:
@@ -103,9 +111,7 @@ class Fleet:
         return spec
 
     def ledger(self, spec: PersonaSpec) -> SpendLedger:
-        return SpendLedger(
-            self.redis, self._keys, spec.id, spec.budget_usd(self.settings.budget.default_daily_usd)
-        )
+        return SpendLedger.of(self.redis, self._keys, spec, self.settings.budget.default_daily_usd)
 
     async def generate(self, persona_id: str, count: int = 1) -> list[str]:
         """Queue `count` posts; returns their job ids at once.
@@ -125,6 +131,25 @@ class Fleet:
             await directory.submit.remote(job.id, persona_id)
             job_ids.append(job.id)
         return job_ids
+
+    async def schedule(self, persona_id: str, now: float | None = None) -> Schedule:
+        """The persona's posting slots today (its local day) and the jobs queued for them."""
+        spec = await self.persona(persona_id)
+        cadence = spec.cadence
+        now = time.time() if now is None else now
+        today = datetime.fromtimestamp(now, ZoneInfo(cadence.timezone)).date()
+        slots = slots_on(cadence, today)
+        jobs = await self.slots.jobs(persona_id, [slot.key for slot in slots])
+        return Schedule(
+            persona_id=persona_id,
+            autopost=cadence.autopost,
+            timezone=cadence.timezone,
+            day=today,
+            slots=[
+                ScheduledSlot(at=datetime.fromtimestamp(slot.at, UTC), job_id=job_id)
+                for slot, job_id in zip(slots, jobs, strict=True)
+            ],
+        )
 
     async def queue_depth(self) -> int:
         """Jobs submitted fleet-wide and not finished (queued or running)."""

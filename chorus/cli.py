@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
+from zoneinfo import ZoneInfo
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -34,7 +35,7 @@ from rich.text import Text
 from chorus.auth import ROLES
 from chorus.persona import PersonaSpec, PersonaSpecError, Platform, load_persona_dir, load_persona_file
 from chorus.settings import Settings, SettingsError, load_settings
-from chorus.state import NodeRecord, PersonaStats, Post, PostPage
+from chorus.state import NodeRecord, PersonaStats, Post, PostPage, Schedule
 from serve.schemas import (
     ErrorResponse,
     FleetStatus,
@@ -387,6 +388,20 @@ async def cmd_personas_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_personas_schedule(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        schedule = await client.get(Schedule, f"/v1/personas/{args.id}/schedule")
+    tz = ZoneInfo(schedule.timezone)
+    mode = "autopost on" if schedule.autopost else "autopost off: posts only on request"
+    table = Table(title=f"{args.id} on {schedule.day} ({schedule.timezone}, {mode})")
+    for column in ("slot", "local time", "job"):
+        table.add_column(column)
+    for number, slot in enumerate(schedule.slots, start=1):
+        table.add_row(str(number), slot.at.astimezone(tz).strftime("%H:%M"), slot.job_id or "-")
+    console.print(table)
+    return 0
+
+
 async def cmd_personas_engagement(args: argparse.Namespace) -> int:
     report = {
         "platform": args.platform,
@@ -568,9 +583,7 @@ def _start_prometheus(say: Callable[[str], None], port: int) -> None:
 
     data = services.data_dir() / "prometheus"
     try:
-        proc = start_local_prometheus(
-            port, data, sd_file=ray_sd_file(services.ray_temp_dir()), detach=True
-        )
+        proc = start_local_prometheus(port, data, sd_file=ray_sd_file(services.ray_temp_dir()), detach=True)
     except (OSError, RuntimeError) as exc:
         say(f"Prometheus not started: {exc}")
         return
@@ -751,6 +764,9 @@ def _parser() -> argparse.ArgumentParser:
     add("delete", cmd_personas_delete, "delete a persona", personas).add_argument("id")
     add(
         "stats", cmd_personas_stats, "posts, spend, cost per post and audience of a persona", personas
+    ).add_argument("id")
+    add(
+        "schedule", cmd_personas_schedule, "today's cadence slots and the jobs queued for them", personas
     ).add_argument("id")
     engagement = add(
         "engagement",

@@ -66,6 +66,11 @@ class Cadence(_Strict):
     posts_per_day: float = Field(3.0, gt=0, le=96)
     active_hours: tuple[int, int] = (9, 18)
     timezone: str = "UTC"
+    # Off by default: a persona posts on its cadence only when asked to, so loading a folder of
+    # personas never starts spending on its own.
+    autopost: bool = Field(
+        False, description="the fleet's scheduler generates this persona's posts on this cadence"
+    )
 
     @field_validator("active_hours")
     @classmethod

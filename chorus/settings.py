@@ -126,6 +126,11 @@ class FleetSettings(_Section):
     idle_passivate_s: float = Field(300.0, gt=0)
     max_rewrites: int = Field(2, ge=0, le=10)
     recent_posts_window: int = Field(20, ge=1, le=1000)
+    # How often the directory queues the posts that autoposting personas' cadences make due
+    # (0 turns the scheduler off), and how late a due post may still be queued: slots missed by
+    # more (the fleet was down) are skipped rather than posted in a burst.
+    schedule_interval_s: float = Field(30.0, ge=0)
+    schedule_catch_up_s: float = Field(3600.0, gt=0)
 
 
 class ApiSettings(_Section):

@@ -10,7 +10,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
@@ -22,6 +22,7 @@ from chorus.store import EVENTS_BLOCK_MS, Keys
 
 JobStatus = Literal["queued", "running", "done", "failed", "budget_exceeded"]
 PostStatus = Literal["accepted", "rejected"]
+JobSource = Literal["request", "schedule"]  # asked for (API, CLI, campaign) or due on a cadence
 TERMINAL_JOB_STATUSES = ("done", "failed", "budget_exceeded")
 
 
@@ -66,6 +67,7 @@ class Job(BaseModel):
     id: str
     persona_id: str
     status: JobStatus
+    source: JobSource = "request"
     created_at: float
     started_at: float | None = None
     finished_at: float | None = None
@@ -238,8 +240,10 @@ class JobRepo:
     def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
         self._r, self._k = client, keys
 
-    async def create(self, persona_id: str) -> Job:
-        job = Job(id=new_job_id(), persona_id=persona_id, status="queued", created_at=time.time())
+    async def create(self, persona_id: str, source: JobSource = "request") -> Job:
+        job = Job(
+            id=new_job_id(), persona_id=persona_id, status="queued", source=source, created_at=time.time()
+        )
         async with self._r.pipeline(transaction=True) as pipe:
             pipe.set(self._k("job", job.id), job.model_dump_json(), ex=self.EVENTS_TTL_S)
             pipe.zadd(self._k("jobs", "pending"), {job.id: job.created_at})
@@ -447,6 +451,45 @@ class PostRepo:
         )
 
 
+class ScheduledSlot(BaseModel):
+    at: datetime
+    job_id: str | None = Field(None, description="the job queued for this slot, once it came due")
+
+
+class Schedule(BaseModel):
+    """A persona's posting slots on its local day."""
+
+    persona_id: str
+    autopost: bool
+    timezone: str
+    day: date
+    slots: list[ScheduledSlot]
+
+
+class ScheduleRepo:
+    """Which cadence slots have been queued: one key per slot, claimed once fleet-wide."""
+
+    TTL_S = 3 * 24 * 3600  # past any catch-up window
+
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+        self._r, self._k = client, keys
+
+    async def claim(self, persona_id: str, slot_key: str) -> bool:
+        """True for the one caller that gets the slot; a restarted scheduler never queues it twice."""
+        return bool(await self._r.set(self._k("slot", persona_id, slot_key), "", nx=True, ex=self.TTL_S))
+
+    async def record(self, persona_id: str, slot_key: str, job_id: str) -> None:
+        await self._r.set(self._k("slot", persona_id, slot_key), job_id, xx=True, keepttl=True)
+
+    async def jobs(self, persona_id: str, slot_keys: list[str]) -> list[str | None]:
+        """The job queued for each slot: None when not (yet) queued."""
+        if not slot_keys:
+            return []
+        raws: list[Any] = await self._r.mget([self._k("slot", persona_id, key) for key in slot_keys])
+        # "" marks a slot claimed whose job is being queued right now.
+        return [raw.decode() or None if raw is not None else None for raw in raws]
+
+
 # Reserve only if the worst case still fits the budget; both sides run inside Redis, so
 # concurrent jobs of one persona can never reserve past it together.
 _RESERVE = """
@@ -469,6 +512,16 @@ class SpendLedger:
         self.persona_id = persona_id
         self.budget_usd = budget_usd
         self._reserve = client.register_script(_RESERVE)
+
+    @classmethod
+    def of(
+        cls, client: aioredis.Redis, keys: Keys, spec: PersonaSpec, default_budget_usd: float
+    ) -> SpendLedger:
+        """The persona's ledger, with its own budget or the fleet's default."""
+        return cls(client, keys, spec.id, spec.budget_usd(default_budget_usd))
+
+    async def exhausted(self) -> bool:
+        return await self.spent_today() >= self.budget_usd
 
     def _key(self) -> str:
         return self._k("spend", self.persona_id, _day())

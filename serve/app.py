@@ -42,6 +42,7 @@ from chorus.state import (
     PersonaStats,
     PostPage,
     PostStatus,
+    Schedule,
 )
 from chorus.store import keys_for
 from serve.auth import Authorizer
@@ -317,6 +318,17 @@ def create_app(settings: Settings) -> FastAPI:
             return await fleet.report_engagement(persona_id, report)
         except PlatformNotUsed as exc:
             raise ApiError(422, "invalid_field", f"platform: {exc}", field="platform") from exc
+
+    @app.get(
+        "/v1/personas/{persona_id}/schedule",
+        tags=["personas"],
+        dependencies=[viewer],
+        responses=_errors(401, 404),
+    )
+    async def persona_schedule(persona_id: str) -> Schedule:
+        """Today's posting slots (the persona's local day, from its cadence) and, for an autoposting
+        persona, the job queued for each slot that has come due."""
+        return await fleet.schedule(persona_id)
 
     @app.get(
         "/v1/personas/{persona_id}/engagement",

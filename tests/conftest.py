@@ -103,8 +103,10 @@ def unique_id(prefix: str) -> str:
 
 @pytest.fixture(scope="session")
 def fleet_settings(local_tier: str, settings: Settings) -> Settings:
-    """Settings for fleet tests: the shared local tier, a short idle timeout for passivation."""
-    return settings.model_copy(update={"fleet": settings.fleet.model_copy(update={"idle_passivate_s": 600})})
+    """Settings for fleet tests: the shared local tier, a long idle timeout (tests passivate on
+    purpose), and no background scheduler: the scheduler test drives it with its own clock."""
+    fleet = settings.fleet.model_copy(update={"idle_passivate_s": 600, "schedule_interval_s": 0})
+    return settings.model_copy(update={"fleet": fleet})
 
 
 @pytest.fixture()

@@ -129,6 +129,11 @@ async def test_persona_create_read_update_delete(client: httpx.AsyncClient) -> N
 
     stats = (await client.get(f"/v1/personas/{persona_id}/stats")).json()
     assert stats["posts"] == 0 and stats["cost_per_accepted_post_usd"] is None
+    schedule = (await client.get(f"/v1/personas/{persona_id}/schedule")).json()
+    spec = make_persona(persona_id)
+    assert schedule["autopost"] is False and schedule["timezone"] == spec.cadence.timezone
+    assert len(schedule["slots"]) == int(spec.cadence.posts_per_day)
+    assert all(slot["job_id"] is None for slot in schedule["slots"])
 
     assert (await client.delete(f"/v1/personas/{persona_id}")).status_code == 204
     assert_error(await client.get(f"/v1/personas/{persona_id}"), 404, "persona_not_found")
@@ -478,6 +483,7 @@ async def test_bad_input_gets_its_documented_error_and_changes_nothing(
 
     assert_error(await client.post("/v1/personas/nobody-here/posts:generate"), 404, "persona_not_found")
     assert_error(await client.get("/v1/personas/nobody-here/stats"), 404, "persona_not_found")
+    assert_error(await client.get("/v1/personas/nobody-here/schedule"), 404, "persona_not_found")
     assert_error(await client.get("/v1/jobs/job_missing"), 404, "job_not_found")
     assert_error(await client.get("/v1/jobs/job_missing/events"), 404, "job_not_found")
     assert_error(await client.delete("/v1/keys/nope"), 404, "key_not_found")

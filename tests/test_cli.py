@@ -118,6 +118,8 @@ def test_engagement_report_shows_in_persona_stats(chorus: Run, tmp_path: Path) -
     code, out, err = chorus("personas", "stats", path.stem)
     assert code == 0, err
     assert re.search(r"followers\W+250\b", out) and re.search(r"engagement rate\W+2\.50%", out), out
+    code, out, err = chorus("personas", "schedule", path.stem)
+    assert code == 0 and "autopost off" in out, err
 
     # A platform the persona does not post to: one line naming the field, and a non-zero exit.
     code, out, err = chorus("personas", "engagement", path.stem, "--platform", "linkedin", *report)

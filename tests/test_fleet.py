@@ -7,6 +7,7 @@ import itertools
 import subprocess
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import ray
@@ -174,3 +175,42 @@ async def test_directory_caps_live_persona_processes_and_passivates_idle_ones(
     assert (await directory.status.remote())["active"] == []
     ray.kill(ray.get_actor(DIRECTORY_NAME, namespace=settings.ray_namespace))
     await fleet.redis.aclose()
+
+
+async def test_scheduler_queues_each_due_slot_of_an_autoposting_persona_once(fleet: Fleet) -> None:
+    cadence = {"posts_per_day": 4, "active_hours": [8, 16], "timezone": "UTC", "autopost": True}
+    spec = make_persona(unique_id("auto"), cadence=cadence)  # slots at 09:00 11:00 13:00 15:00
+    manual = make_persona(unique_id("manual"), cadence={**cadence, "autopost": False})
+    await fleet.apply(spec)
+    await fleet.apply(manual)
+    directory = await fleet.directory()
+    day = datetime(2026, 6, 15, tzinfo=UTC)
+    at_1330, at_1510 = (
+        (day + timedelta(hours=13, minutes=30)).timestamp(),
+        (day + timedelta(hours=15.2)).timestamp(),
+    )
+
+    async def queued_at(now: float) -> dict[str, list[str]]:
+        by_persona: dict[str, list[str]] = {}
+        for job_id in await directory.schedule_due.remote(now):
+            job = await fleet.job(job_id)
+            assert job is not None
+            by_persona.setdefault(job.persona_id, []).append(job_id)
+        return by_persona
+
+    # 11:00 is more than the catch-up hour late, 13:00 is due; the manual persona gets nothing.
+    first = await queued_at(at_1330)
+    assert len(first.get(spec.id, [])) == 1 and manual.id not in first
+    assert spec.id not in await queued_at(at_1330)  # claimed once, however often it runs
+    second = await queued_at(at_1510)
+    assert len(second.get(spec.id, [])) == 1
+    job_ids = first[spec.id] + second[spec.id]
+    for job_id in job_ids:
+        job = await fleet.wait(job_id, timeout_s=180)
+        assert job.status == "done" and job.source == "schedule", job
+    assert sorted(p.id for p in (await fleet.posts(persona_id=spec.id)).posts) == sorted(job_ids)
+
+    schedule = await fleet.schedule(spec.id, now=at_1510)
+    assert schedule.autopost and schedule.day == day.date()
+    assert [s.at.strftime("%H:%M") for s in schedule.slots] == ["09:00", "11:00", "13:00", "15:00"]
+    assert [s.job_id for s in schedule.slots] == [None, None, *job_ids]
