@@ -48,7 +48,7 @@ async def _job_writing_its_body(fleet: Fleet, prefix: str) -> tuple[PersonaSpec,
 
 
 async def test_generate_stores_a_costed_post_and_streams_every_node(fleet: Fleet) -> None:
-    spec = make_persona(unique_id("fleet"))
+    spec = make_persona(unique_id("fleet"), rules=NO_CACHE)  # its cost must be a real call's
     assert await fleet.apply(spec) is True
     [job_id] = await fleet.generate(spec.id, 1)
     job = await fleet.wait(job_id, timeout_s=180)
@@ -179,7 +179,8 @@ async def test_directory_caps_live_persona_processes_and_passivates_idle_ones(
 
 async def test_scheduler_queues_each_due_slot_of_an_autoposting_persona_once(fleet: Fleet) -> None:
     cadence = {"posts_per_day": 4, "active_hours": [8, 16], "timezone": "UTC", "autopost": True}
-    spec = make_persona(unique_id("auto"), cadence=cadence)  # slots at 09:00 11:00 13:00 15:00
+    # Slots at 09:00 11:00 13:00 15:00; no cache, so no cached answers are left for other tests.
+    spec = make_persona(unique_id("auto"), cadence=cadence, rules=NO_CACHE)
     manual = make_persona(unique_id("manual"), cadence={**cadence, "autopost": False})
     await fleet.apply(spec)
     await fleet.apply(manual)

@@ -167,7 +167,13 @@ async def workload(
             # that review usually accepts.
             spec = make_persona(
                 unique_id("obs"),
-                rules={"max_hashtags": 30, "novelty_threshold": 1.0},
+                # No cache: the spend check needs model calls that cost something, whatever
+                # earlier tests left in the response cache for the same prompts.
+                rules={
+                    "max_hashtags": 30,
+                    "novelty_threshold": 1.0,
+                    "no_cache_steps": ["hook", "body", "rewrite"],
+                },
                 banned_words=[],
                 banned_topics=[],
             )
