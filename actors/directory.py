@@ -3,6 +3,9 @@
 Thousands of personas can be defined while only the busy ones hold a process: at most
 `fleet.max_active_personas` actors live at once; when the cap is reached the least recently used
 idle actor is stopped first, and jobs wait for a slot when every active actor is busy.
+
+It is also the fleet's one scheduler: it queues the posts of autoposting personas as their
+cadence slots come due, and publishes the fleet-wide gauges (Redis health, queue depth, audience).
 """
 
 from __future__ import annotations
