@@ -540,6 +540,7 @@ def bring_up(args: argparse.Namespace) -> UpResult:
         console.print(f"[dim]·[/dim] {line}")
 
     try:
+        services.check_serve_port(settings)
         if services.ensure_redis(settings, say) is False:
             say(f"Redis answers at {settings.redis.url}")
         cluster = services.connect(settings, say, start=True)
@@ -823,7 +824,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Still one line; CHORUS_DEBUG=1 shows where it came from.
         if os.environ.get("CHORUS_DEBUG"):
             raise
-        _fail(f"{type(exc).__name__}: {exc}")
+        # Errors raised inside Ray carry the remote traceback in their text: its last line is
+        # the error itself.
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        _fail(f"{type(exc).__name__}: {lines[-1] if lines else ''} (CHORUS_DEBUG=1 shows the traceback)")
     return int(code)
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import httpx
 import ray
 import redis
 from pydantic import BaseModel
@@ -196,6 +197,33 @@ def ensure_redis(settings: Settings, say: Log) -> bool:
     record.redis = _Started(pid=int(pidfile.read_text().strip()), address=f"{host}:{port}")
     _save_record(record)
     return True
+
+
+# --- Serve's port ---------------------------------------------------------------------------------
+
+
+def check_serve_port(settings: Settings) -> None:
+    """Refuse to start when Serve's HTTP port is held by a program that is not a Serve proxy.
+
+    Checked before anything starts: otherwise Serve's proxy fails to bind deep inside Ray, after
+    Redis and a Ray head were already started for nothing. A port answered by a Serve proxy is
+    fine (a running fleet that `chorus up` joins).
+    """
+    host, port = settings.serve.host, settings.serve.port
+    probe = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    if not _port_open(probe, port):
+        return
+    try:
+        answer = httpx.get(f"http://{probe}:{port}/-/healthz", timeout=3)
+        if answer.status_code == 200 and answer.text.strip() == "success":
+            return
+    except httpx.HTTPError:
+        pass
+    raise ServiceError(
+        f"port {port} on {probe} is taken by another program (not a Ray Serve proxy); stop it, or "
+        f"serve on another port: CHORUS_SERVE__PORT=<port> and "
+        f"CHORUS_LOCAL__BASE_URL=http://127.0.0.1:<port>/llm/v1"
+    )
 
 
 # --- Ray -----------------------------------------------------------------------------------------

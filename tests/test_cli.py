@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 
+from chorus.services import free_port
 from tests.conftest import EXAMPLE_PERSONA, unique_id
 
 CHORUS = [shutil.which("chorus") or ""] if shutil.which("chorus") else [sys.executable, "-m", "chorus.cli"]
@@ -125,3 +128,25 @@ def test_engagement_report_shows_in_persona_stats(chorus: Run, tmp_path: Path) -
     code, out, err = chorus("personas", "engagement", path.stem, "--platform", "linkedin", *report)
     assert code != 0 and out == ""
     assert len(err.strip().splitlines()) == 1 and "platform" in err and "linkedin" in err, err
+
+
+def test_up_refuses_a_serve_port_held_by_another_program_before_starting_anything(tmp_path: Path) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {
+        **os.environ,
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "CHORUS_SERVE__PORT": str(port),
+        # A Redis that does not answer: reaching it would mean `up` went past the port check.
+        "CHORUS_REDIS__URL": f"redis://127.0.0.1:{free_port()}/0",
+    }
+    try:
+        done = subprocess.run([*CHORUS, "up"], capture_output=True, text=True, timeout=120, env=env)
+    finally:
+        server.shutdown()
+    assert done.returncode != 0 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert f"port {port} on 127.0.0.1 is taken by another program" in done.stderr
+    assert "CHORUS_SERVE__PORT" in done.stderr
+    assert not (tmp_path / "data" / "chorus" / "services.json").exists()  # nothing was started
