@@ -221,8 +221,7 @@ def check_serve_port(settings: Settings) -> None:
         pass
     raise ServiceError(
         f"port {port} on {probe} is taken by another program (not a Ray Serve proxy); stop it, or "
-        f"serve on another port: CHORUS_SERVE__PORT=<port> and "
-        f"CHORUS_LOCAL__BASE_URL=http://127.0.0.1:<port>/llm/v1"
+        "serve on another port with CHORUS_SERVE__PORT"
     )
 
 

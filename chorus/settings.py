@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -194,6 +202,17 @@ class Settings(BaseSettings):
     ray_address: str | None = None
     ray_namespace: str = "chorus"
     metrics_enabled: bool = True
+
+    @model_validator(mode="after")
+    def _local_tier_follows_serve_port(self) -> Settings:
+        # The local tier is an application on this Serve instance: unless its URL is set on
+        # purpose (another cluster's tier), moving Serve's port moves it too.
+        if "base_url" not in self.local.model_fields_set:
+            host = "127.0.0.1" if self.serve.host in ("0.0.0.0", "::", "") else self.serve.host
+            host = f"[{host}]" if ":" in host else host
+            url = f"http://{host}:{self.serve.port}/llm/v1"
+            self.local = self.local.model_copy(update={"base_url": url})
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -206,3 +206,10 @@ def test_missing_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert str(missing) in str(info.value)
     assert "not found" in str(info.value)
     assert "CHORUS_CONFIG" in str(info.value)
+
+
+def test_local_tier_url_follows_the_serve_port_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHORUS_SERVE__PORT", "8123")
+    assert load_settings().local.base_url == "http://127.0.0.1:8123/llm/v1"
+    monkeypatch.setenv("CHORUS_LOCAL__BASE_URL", "http://gpu-tier:8000/llm/v1")
+    assert load_settings().local.base_url == "http://gpu-tier:8000/llm/v1"

@@ -50,7 +50,6 @@ def test_up_with_prometheus_then_down_stops_what_it_started(redis_url: str, tmp_
         "CHORUS_REDIS__URL": redis_url,
         "CHORUS_REDIS__KEY_PREFIX": prefix,
         "CHORUS_SERVE__PORT": str(serve_port),
-        "CHORUS_LOCAL__BASE_URL": f"http://127.0.0.1:{serve_port}/llm/v1",
         "CHORUS_LOCAL__MODEL": TEST_MODEL,
         "COLUMNS": "200",
     }
