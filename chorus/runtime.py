@@ -56,11 +56,8 @@ def deploy_local_tier(settings: Settings, *, timeout_s: float = 300.0) -> None:
 
 
 def api_url(settings: Settings) -> str:
-    """Where local clients reach the HTTP API: Serve's proxy (a wildcard bind means loopback)."""
-    host = settings.serve.host
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    return f"http://{host}:{settings.serve.port}"
+    """Where local clients reach the HTTP API: Serve's proxy."""
+    return settings.serve.url
 
 
 def deploy_api(settings: Settings, *, timeout_s: float = 120.0) -> None:

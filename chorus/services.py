@@ -209,12 +209,11 @@ def check_serve_port(settings: Settings) -> None:
     Redis and a Ray head were already started for nothing. A port answered by a Serve proxy is
     fine (a running fleet that `chorus up` joins).
     """
-    host, port = settings.serve.host, settings.serve.port
-    probe = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    probe, port = settings.serve.client_host, settings.serve.port
     if not _port_open(probe, port):
         return
     try:
-        answer = httpx.get(f"http://{probe}:{port}/-/healthz", timeout=3)
+        answer = httpx.get(f"{settings.serve.url}/-/healthz", timeout=3)
         if answer.status_code == 200 and answer.text.strip() == "success":
             return
     except httpx.HTTPError:

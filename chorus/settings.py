@@ -128,6 +128,17 @@ class ServeSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
 
+    @property
+    def client_host(self) -> str:
+        """The host local clients dial: loopback when Serve binds every interface."""
+        return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+
+    @property
+    def url(self) -> str:
+        """Where local clients reach Serve's HTTP proxy."""
+        host = f"[{self.client_host}]" if ":" in self.client_host else self.client_host
+        return f"http://{host}:{self.port}"
+
 
 class FleetSettings(_Section):
     max_active_personas: int = Field(64, ge=1)
@@ -208,10 +219,7 @@ class Settings(BaseSettings):
         # The local tier is an application on this Serve instance: unless its URL is set on
         # purpose (another cluster's tier), moving Serve's port moves it too.
         if "base_url" not in self.local.model_fields_set:
-            host = "127.0.0.1" if self.serve.host in ("0.0.0.0", "::", "") else self.serve.host
-            host = f"[{host}]" if ":" in host else host
-            url = f"http://{host}:{self.serve.port}/llm/v1"
-            self.local = self.local.model_copy(update={"base_url": url})
+            self.local = self.local.model_copy(update={"base_url": f"{self.serve.url}/llm/v1"})
         return self
 
     @classmethod
