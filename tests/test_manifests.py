@@ -1,7 +1,7 @@
 """Offline checks of the Kubernetes manifests: ray-cluster.yaml and cluster/*.yaml.
 
 - every YAML document parses and names its apiVersion and kind;
-- KubeRay objects validate against the CRDs in ../shared/schemas/kuberay/ (strictly: unknown fields
+- KubeRay objects validate against the CRDs in tests/data/kuberay/ (strictly: unknown fields
   fail, as with `kubectl apply`'s default server-side field validation), broken copies fail, and
   the rules KubeRay's operator enforces beyond the CRD hold;
 - core objects (and the Ray pod templates) validate with kubernetes-validate;
@@ -33,7 +33,10 @@ import yaml
 from cluster import gen_dashboards_configmap as gen
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA_DIR = ROOT.parent / "shared" / "schemas" / "kuberay"
+# A pinned copy of the KubeRay CRDs, so the suite runs in a clone anywhere; the workspace's shared
+# copy, when it sits beside the project, is the source it must match.
+SCHEMA_DIR = ROOT / "tests" / "data" / "kuberay"
+SHARED_SCHEMA_DIR = ROOT.parent / "shared" / "schemas" / "kuberay"
 RAY_CLUSTER_FILE = ROOT / "ray-cluster.yaml"
 MANIFEST_FILES = [RAY_CLUSTER_FILE, *sorted((ROOT / "cluster").glob("*.yaml"))]
 K8S_VERSION = "1.33.0"  # one of the versions kubernetes-validate ships schemas for
@@ -225,6 +228,14 @@ def _crd_errors(doc: dict[str, Any]) -> list[str]:
 def test_crd_schemas_are_present() -> None:
     for name in CRD_FILES.values():
         assert (SCHEMA_DIR / name).is_file(), f"missing {SCHEMA_DIR / name}"
+
+
+@pytest.mark.skipif(not SHARED_SCHEMA_DIR.is_dir(), reason="no ../shared/schemas/kuberay beside this clone")
+def test_pinned_crd_schemas_match_the_shared_ones() -> None:
+    for name in CRD_FILES.values():
+        assert (SCHEMA_DIR / name).read_bytes() == (SHARED_SCHEMA_DIR / name).read_bytes(), (
+            f"tests/data/kuberay/{name} differs from {SHARED_SCHEMA_DIR / name}: copy it again"
+        )
 
 
 @pytest.mark.parametrize("item", _docs_of_kind(*CRD_FILES), ids=_doc_id)
