@@ -35,7 +35,7 @@ from rich.text import Text
 from chorus.auth import ROLES
 from chorus.persona import PersonaSpec, PersonaSpecError, Platform, load_persona_dir, load_persona_file
 from chorus.settings import Settings, SettingsError, load_settings
-from chorus.state import NodeRecord, PersonaStats, Post, PostPage, Schedule
+from chorus.state import Engagement, EngagementReport, NodeRecord, PersonaStats, Post, PostPage, Schedule
 from serve.schemas import (
     ErrorResponse,
     FleetStatus,
@@ -403,18 +403,21 @@ async def cmd_personas_schedule(args: argparse.Namespace) -> int:
 
 
 async def cmd_personas_engagement(args: argparse.Namespace) -> int:
-    report = {
-        "platform": args.platform,
-        "followers": args.followers,
-        "impressions": args.impressions,
-        "engagements": args.engagements,
-    }
+    report = EngagementReport(
+        platform=args.platform,
+        followers=args.followers,
+        impressions=args.impressions,
+        engagements=args.engagements,
+    )
     async with _client(args) as client:
-        response = await client.call("POST", f"/v1/personas/{args.id}/engagement", json=report)
-    rate = response.json()["engagement_rate"]
+        response = await client.call(
+            "POST", f"/v1/personas/{args.id}/engagement", json=report.model_dump(mode="json")
+        )
+    recorded = Engagement.model_validate_json(response.content)
+    rate = "-" if recorded.engagement_rate is None else f"{recorded.engagement_rate:.2%}"
     console.print(
-        f"recorded {args.platform} for {args.id}: {args.followers} followers, "
-        f"engagement rate {'-' if rate is None else f'{rate:.2%}'}"
+        f"recorded {recorded.platform.value} for {args.id}: {recorded.followers} followers, "
+        f"engagement rate {rate}"
     )
     return 0
 
