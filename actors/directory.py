@@ -25,13 +25,14 @@ from chorus import metrics
 from chorus.cadence import due_slots
 from chorus.settings import Settings
 from chorus.state import (
+    Audience,
     EngagementRepo,
     JobRepo,
     PersonaRepo,
     PostRepo,
     ScheduleRepo,
     SpendLedger,
-    audience_totals,
+    new_job_id,
 )
 from chorus.store import async_redis, keys_for
 
@@ -182,9 +183,7 @@ class Directory:
         """
         now = time.time() if now is None else now
         queued: list[str] = []
-        for spec in await self.personas.all():
-            if not spec.cadence.autopost:
-                continue
+        for spec in await self.personas.autoposting():
             slots = due_slots(spec.cadence, now, self.settings.fleet.schedule_catch_up_s)
             if not slots:
                 continue
@@ -192,11 +191,11 @@ class Directory:
             if await ledger.exhausted():
                 continue
             for slot in slots:
-                if await self.slots.claim(spec.id, slot.key):
-                    job = await self.jobs.create(spec.id, source="schedule")
-                    await self.slots.record(spec.id, slot.key, job.id)
-                    await self.submit(job.id, spec.id)
-                    queued.append(job.id)
+                job_id = new_job_id()
+                if await self.slots.claim(spec.id, slot.key, job_id):
+                    await self.jobs.create(spec.id, source="schedule", job_id=job_id)
+                    await self.submit(job_id, spec.id)
+                    queued.append(job_id)
         return queued
 
     async def passivate_idle(self, older_than_s: float | None = None) -> list[str]:
@@ -238,7 +237,7 @@ class Directory:
                 metrics.set_gauge("chorus_followers", report.followers, **tags)
                 if report.engagement_rate is not None:
                     metrics.set_gauge("chorus_engagement_rate", report.engagement_rate, **tags)
-            _, _, cost_per_follower = audience_totals(engagements, costs[persona_id])
+            cost_per_follower = Audience.of(engagements, costs[persona_id]).cost_per_follower_usd
             if cost_per_follower is not None:
                 metrics.set_gauge("chorus_cost_per_follower_usd", cost_per_follower, persona=persona_id)
 

@@ -9,18 +9,18 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
 
 import redis.asyncio as aioredis
 from ray.actor import ActorHandle
 
 from actors.directory import get_directory
 from actors.gateway import get_gateway
-from chorus.cadence import slots_on
+from chorus.cadence import local_day, slots_on
 from chorus.llm.types import BudgetExceeded
 from chorus.persona import PersonaSpec
 from chorus.settings import Settings
 from chorus.state import (
+    Audience,
     Engagement,
     EngagementRepo,
     EngagementReport,
@@ -102,7 +102,7 @@ class Fleet:
 
     async def engagements(self, persona_id: str) -> list[Engagement]:
         await self.persona(persona_id)
-        return (await self.engagement.of([persona_id])).get(persona_id, [])
+        return await self.engagement.latest(persona_id)
 
     async def persona(self, persona_id: str) -> PersonaSpec:
         spec = await self.personas.get(persona_id)
@@ -137,7 +137,7 @@ class Fleet:
         spec = await self.persona(persona_id)
         cadence = spec.cadence
         now = time.time() if now is None else now
-        today = datetime.fromtimestamp(now, ZoneInfo(cadence.timezone)).date()
+        today = local_day(cadence, now)
         slots = slots_on(cadence, today)
         jobs = await self.slots.jobs(persona_id, [slot.key for slot in slots])
         return Schedule(
@@ -197,10 +197,9 @@ class Fleet:
     async def stats(self, persona_id: str) -> PersonaStats:
         spec = await self.persona(persona_id)
         ledger = self.ledger(spec)
-        engagements = (await self.engagement.of([persona_id])).get(persona_id, [])
-        return await self.post_repo.stats(
-            persona_id, await ledger.spent_today(), ledger.budget_usd, engagements
-        )
+        stats = await self.post_repo.stats(persona_id, await ledger.spent_today(), ledger.budget_usd)
+        audience = Audience.of(await self.engagement.latest(persona_id), stats.cost_usd)
+        return stats.model_copy(update=audience.model_dump())
 
     async def status(self) -> dict[str, object]:
         directory = await self.directory()

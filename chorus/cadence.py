@@ -51,12 +51,17 @@ def slots_on(cadence: Cadence, day: date) -> list[Slot]:
     ]
 
 
+def local_day(cadence: Cadence, now: float) -> date:
+    """The persona's date at Unix time `now`, in its time zone."""
+    return datetime.fromtimestamp(now, ZoneInfo(cadence.timezone)).date()
+
+
 def due_slots(cadence: Cadence, now: float, catch_up_s: float) -> list[Slot]:
     """Slots whose time came within the last `catch_up_s` seconds, oldest first.
 
     Older ones were missed (the fleet was down): posting a day's backlog at once is worse than
     skipping it. Yesterday's slots count too, for a catch-up window that crosses midnight.
     """
-    today = datetime.fromtimestamp(now, ZoneInfo(cadence.timezone)).date()
+    today = local_day(cadence, now)
     candidates = slots_on(cadence, today - timedelta(days=1)) + slots_on(cadence, today)
     return [slot for slot in candidates if now - catch_up_s < slot.at <= now]

@@ -84,7 +84,27 @@ class JobEvent(BaseModel):
     data: dict[str, Any]
 
 
-class PersonaStats(BaseModel):
+class Audience(BaseModel):
+    """A persona's audience over all its platforms, from their latest engagement reports."""
+
+    followers: int | None = None
+    engagement_rate: float | None = None
+    cost_per_follower_usd: float | None = None
+
+    @classmethod
+    def of(cls, engagements: list[Engagement], cost_usd: float) -> Audience:
+        if not engagements:
+            return cls()
+        followers = sum(e.followers for e in engagements)
+        impressions = sum(e.impressions for e in engagements)
+        return cls(
+            followers=followers,
+            engagement_rate=sum(e.engagements for e in engagements) / impressions if impressions else None,
+            cost_per_follower_usd=cost_usd / followers if followers else None,
+        )
+
+
+class PersonaStats(Audience):
     persona_id: str
     posts: int
     accepted: int
@@ -95,10 +115,6 @@ class PersonaStats(BaseModel):
     cost_per_accepted_post_usd: float | None
     prompt_tokens: int
     completion_tokens: int
-    # From the platforms' engagement reports (None until one arrives): all platforms together.
-    followers: int | None = None
-    engagement_rate: float | None = None
-    cost_per_follower_usd: float | None = None
 
 
 class PostPage(BaseModel):
@@ -124,6 +140,9 @@ class EngagementReport(BaseModel):
 
 
 class Engagement(EngagementReport):
+    # A record Chorus wrote, read back with its derived rate: only reports from clients are strict.
+    model_config = ConfigDict(extra="ignore")
+
     persona_id: str
     reported_at: float
 
@@ -143,9 +162,7 @@ class EngagementRepo:
     async def put(self, persona_id: str, report: EngagementReport) -> Engagement:
         engagement = Engagement(**report.model_dump(), persona_id=persona_id, reported_at=time.time())
         async with self._r.pipeline(transaction=True) as pipe:
-            # Stored without the derived rate, which the model recomputes on reading.
-            stored = engagement.model_dump_json(exclude={"engagement_rate"})
-            pipe.hset(self._k("engagement", persona_id), report.platform.value, stored)
+            pipe.hset(self._k("engagement", persona_id), report.platform.value, engagement.model_dump_json())
             pipe.sadd(self._k("engaged"), persona_id)
             await pipe.execute()
         return engagement
@@ -167,6 +184,9 @@ class EngagementRepo:
             if reply
         }
 
+    async def latest(self, persona_id: str) -> list[Engagement]:
+        return (await self.of([persona_id])).get(persona_id, [])
+
     async def delete(self, persona_id: str) -> None:
         async with self._r.pipeline(transaction=True) as pipe:
             pipe.delete(self._k("engagement", persona_id))
@@ -174,63 +194,77 @@ class EngagementRepo:
             await pipe.execute()
 
 
-def audience_totals(
-    engagements: list[Engagement], cost_usd: float
-) -> tuple[int | None, float | None, float | None]:
-    """Followers, engagement rate and cost per follower over all of a persona's platforms."""
-    if not engagements:
-        return None, None, None
-    followers = sum(e.followers for e in engagements)
-    impressions = sum(e.impressions for e in engagements)
-    rate = sum(e.engagements for e in engagements) / impressions if impressions else None
-    return followers, rate, (cost_usd / followers if followers else None)
+# Create only a free id: the spec, the index of ids and the autopost index in one step, so two
+# concurrent creates of one id cannot both succeed nor the loser overwrite the winner.
+_CREATE_PERSONA = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then
+  return 0
+end
+redis.call('SADD', KEYS[2], ARGV[2])
+if ARGV[3] == '1' then
+  redis.call('SADD', KEYS[3], ARGV[2])
+end
+return 1
+"""
 
 
 class PersonaRepo:
+    """Persona specs, the index of their ids, and the index of those that post on their cadence
+    (the scheduler reads only these, not every spec, each round)."""
+
     def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
         self._r, self._k = client, keys
+        self._create = client.register_script(_CREATE_PERSONA)
 
     async def put(self, spec: PersonaSpec) -> bool:
         """Store a spec; returns True when it was new."""
         async with self._r.pipeline(transaction=True) as pipe:
             pipe.set(self._k("persona", spec.id), spec.model_dump_json())
             pipe.sadd(self._k("personas"), spec.id)
-            _, added = await pipe.execute()
+            if spec.cadence.autopost:
+                pipe.sadd(self._k("personas", "autopost"), spec.id)
+            else:
+                pipe.srem(self._k("personas", "autopost"), spec.id)
+            _, added, _ = await pipe.execute()
         return bool(added)
 
     async def create(self, spec: PersonaSpec) -> bool:
-        """Store a spec only when its id is free; False (and nothing written) when it is taken.
-
-        SET NX makes the check and the write one step, so two concurrent creates of one id
-        cannot both succeed and the second cannot overwrite the first.
-        """
-        async with self._r.pipeline(transaction=True) as pipe:
-            pipe.set(self._k("persona", spec.id), spec.model_dump_json(), nx=True)
-            pipe.sadd(self._k("personas"), spec.id)
-            created, _ = await pipe.execute()
-        return bool(created)
+        """Store a spec only when its id is free; False (and nothing written) when it is taken."""
+        keys = [self._k("persona", spec.id), self._k("personas"), self._k("personas", "autopost")]
+        args = [spec.model_dump_json(), spec.id, "1" if spec.cadence.autopost else "0"]
+        return bool(await self._create(keys=keys, args=args))
 
     async def get(self, persona_id: str) -> PersonaSpec | None:
         raw = await self._r.get(self._k("persona", persona_id))
         return PersonaSpec.model_validate_json(raw) if raw else None
 
     async def ids(self) -> list[str]:
-        members: set[bytes] = await self._r.smembers(self._k("personas"))  # type: ignore[assignment]
-        return sorted(m.decode() for m in members)
+        return await self._members(self._k("personas"))
 
     async def all(self) -> list[PersonaSpec]:
-        ids = await self.ids()
-        if not ids:
-            return []
-        raws = await self._r.mget([self._k("persona", i) for i in ids])
-        return [PersonaSpec.model_validate_json(r) for r in raws if r]
+        return await self._specs(await self.ids())
+
+    async def autoposting(self) -> list[PersonaSpec]:
+        """The personas whose cadence has `autopost` on."""
+        return await self._specs(await self._members(self._k("personas", "autopost")))
 
     async def delete(self, persona_id: str) -> bool:
         async with self._r.pipeline(transaction=True) as pipe:
             pipe.delete(self._k("persona", persona_id))
             pipe.srem(self._k("personas"), persona_id)
-            deleted, _ = await pipe.execute()
+            pipe.srem(self._k("personas", "autopost"), persona_id)
+            deleted, _, _ = await pipe.execute()
         return bool(deleted)
+
+    async def _members(self, key: str) -> list[str]:
+        members: set[bytes] = await self._r.smembers(key)  # type: ignore[assignment]
+        return sorted(m.decode() for m in members)
+
+    async def _specs(self, ids: list[str]) -> list[PersonaSpec]:
+        if not ids:
+            return []
+        raws = await self._r.mget([self._k("persona", i) for i in ids])
+        return [PersonaSpec.model_validate_json(r) for r in raws if r]
 
 
 class JobRepo:
@@ -240,9 +274,13 @@ class JobRepo:
     def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
         self._r, self._k = client, keys
 
-    async def create(self, persona_id: str, source: JobSource = "request") -> Job:
+    async def create(self, persona_id: str, source: JobSource = "request", job_id: str | None = None) -> Job:
         job = Job(
-            id=new_job_id(), persona_id=persona_id, status="queued", source=source, created_at=time.time()
+            id=job_id or new_job_id(),
+            persona_id=persona_id,
+            status="queued",
+            source=source,
+            created_at=time.time(),
         )
         async with self._r.pipeline(transaction=True) as pipe:
             pipe.set(self._k("job", job.id), job.model_dump_json(), ex=self.EVENTS_TTL_S)
@@ -425,29 +463,22 @@ class PostRepo:
             replies: list[bytes | None] = await pipe.execute()
         return {p: float(r or 0) for p, r in zip(persona_ids, replies, strict=True)}
 
-    async def stats(
-        self, persona_id: str, spend_today: float, budget: float, engagements: list[Engagement]
-    ) -> PersonaStats:
+    async def stats(self, persona_id: str, spend_today: float, budget: float) -> PersonaStats:
         fields: dict[Any, Any] = await self._r.hgetall(self._k("stats", persona_id))
         raw = {k.decode(): v.decode() for k, v in fields.items()}
         accepted = int(raw.get("accepted", 0))
         accepted_cost = float(raw.get("accepted_cost_usd", 0))
-        cost_usd = float(raw.get("cost_usd", 0))
-        followers, engagement_rate, cost_per_follower = audience_totals(engagements, cost_usd)
         return PersonaStats(
             persona_id=persona_id,
             posts=int(raw.get("posts", 0)),
             accepted=accepted,
             rejected=int(raw.get("rejected", 0)),
-            cost_usd=cost_usd,
+            cost_usd=float(raw.get("cost_usd", 0)),
             spend_today_usd=spend_today,
             daily_budget_usd=budget,
             cost_per_accepted_post_usd=accepted_cost / accepted if accepted else None,
             prompt_tokens=int(raw.get("prompt_tokens", 0)),
             completion_tokens=int(raw.get("completion_tokens", 0)),
-            followers=followers,
-            engagement_rate=engagement_rate,
-            cost_per_follower_usd=cost_per_follower,
         )
 
 
@@ -474,20 +505,17 @@ class ScheduleRepo:
     def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
         self._r, self._k = client, keys
 
-    async def claim(self, persona_id: str, slot_key: str) -> bool:
-        """True for the one caller that gets the slot; a restarted scheduler never queues it twice."""
-        return bool(await self._r.set(self._k("slot", persona_id, slot_key), "", nx=True, ex=self.TTL_S))
-
-    async def record(self, persona_id: str, slot_key: str, job_id: str) -> None:
-        await self._r.set(self._k("slot", persona_id, slot_key), job_id, xx=True, keepttl=True)
+    async def claim(self, persona_id: str, slot_key: str, job_id: str) -> bool:
+        """Give the slot to this job: True for the one caller that gets it, so a slot is queued
+        once however often (or on however many restarts) the scheduler runs."""
+        return bool(await self._r.set(self._k("slot", persona_id, slot_key), job_id, nx=True, ex=self.TTL_S))
 
     async def jobs(self, persona_id: str, slot_keys: list[str]) -> list[str | None]:
         """The job queued for each slot: None when not (yet) queued."""
         if not slot_keys:
             return []
         raws: list[Any] = await self._r.mget([self._k("slot", persona_id, key) for key in slot_keys])
-        # "" marks a slot claimed whose job is being queued right now.
-        return [raw.decode() or None if raw is not None else None for raw in raws]
+        return [raw.decode() if raw is not None else None for raw in raws]
 
 
 # Reserve only if the worst case still fits the budget; both sides run inside Redis, so

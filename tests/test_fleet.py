@@ -215,3 +215,9 @@ async def test_scheduler_queues_each_due_slot_of_an_autoposting_persona_once(fle
     assert schedule.autopost and schedule.day == day.date()
     assert [s.at.strftime("%H:%M") for s in schedule.slots] == ["09:00", "11:00", "13:00", "15:00"]
     assert [s.job_id for s in schedule.slots] == [None, None, *job_ids]
+
+    # Turned off by an update, the persona is no longer scheduled: the next day's 09:00 is skipped.
+    await fleet.apply(
+        spec.model_copy(update={"cadence": spec.cadence.model_copy(update={"autopost": False})})
+    )
+    assert spec.id not in await queued_at((day + timedelta(days=1, hours=9, minutes=10)).timestamp())
