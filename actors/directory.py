@@ -219,7 +219,7 @@ class Directory:
         metrics.set_gauge("chorus_redis_up", 1)
         metrics.set_gauge("chorus_redis_ping_seconds", time.perf_counter() - started)
         metrics.set_gauge("chorus_redis_used_memory_bytes", float(info.get("used_memory", 0)))
-        metrics.set_gauge("chorus_job_queue_depth", len(await self.jobs.pending()))
+        metrics.set_gauge("chorus_job_queue_depth", await self.jobs.pending_count())
         metrics.set_gauge("chorus_active_personas", len(self.active))
 
     async def _record_audience(self) -> None:
