@@ -6,6 +6,12 @@ idle actor is stopped first, and jobs wait for a slot when every active actor is
 
 It is also the fleet's one scheduler: it queues the posts of autoposting personas as their
 cadence slots come due, and publishes the fleet-wide gauges (Redis health, queue depth, audience).
+
+Ray restarts the directory when its process dies, rerunning `__init__`; the directory then starts
+itself again (its loops, and every job Redis holds as unfinished), so nothing outside has to.
+Persona actors are detached, so a directory's death does not kill the jobs they are running: the
+restarted directory adopts them, and a job re-submitted to the actor already running it waits for
+that run and returns its outcome instead of running twice.
 """
 
 from __future__ import annotations
@@ -20,19 +26,23 @@ import ray
 from ray.actor import ActorHandle
 from ray.exceptions import RayActorError
 
+from actors.gateway import ray_cause
 from actors.persona import PersonaActor
 from chorus import metrics
 from chorus.cadence import due_slots
 from chorus.settings import Settings
 from chorus.state import (
+    TERMINAL_JOB_STATUSES,
     Audience,
     EngagementRepo,
+    JobErrorCode,
     JobRepo,
     PersonaRepo,
     PostRepo,
     ScheduleRepo,
     SpendLedger,
     new_job_id,
+    release_reservations,
 )
 from chorus.store import async_redis, keys_for
 
@@ -40,6 +50,7 @@ log = logging.getLogger(__name__)
 
 DIRECTORY_NAME = "chorus-directory"
 HOUSEKEEPING_INTERVAL_S = 5.0
+_BACKGROUND: set[asyncio.Task[None]] = set()
 
 
 @dataclass
@@ -74,20 +85,48 @@ class Directory:
         self.housekeeping: asyncio.Task[None] | None = None
         self.activations = 0
         self.peak_active = 0
+        self._started = False
+        # __init__ cannot await, and runs again on every restart: a call to itself, queued now
+        # and run as soon as the actor takes calls, starts the loops and resumes the jobs.
+        self._self_start = ray.get_runtime_context().current_actor.start.remote()
 
     async def start(self) -> int:
-        """Begin housekeeping and resume every job left unfinished by a previous directory."""
-        if self.housekeeping is None:
-            self.housekeeping = asyncio.create_task(self._housekeeping())
-            if self.settings.fleet.schedule_interval_s > 0:
-                self.scheduler = asyncio.create_task(self._schedule_loop())
-            pending = await self.jobs.pending()
-            for job_id, _ in pending:
-                job = await self.jobs.get(job_id)
-                if job is not None:
-                    await self.submit(job_id, job.persona_id)
-            return len(pending)
-        return 0
+        """Begin housekeeping and scheduling, and resume every job left unfinished by a previous
+        directory; returns how many. Runs once per process (the actor calls it on itself)."""
+        if self._started:
+            return 0
+        self._started = True
+        self._adopt_persona_actors()
+        pending = await self.jobs.pending()
+        for job_id, _ in pending:
+            job = await self.jobs.get(job_id)
+            if job is not None and job.status not in TERMINAL_JOB_STATUSES:
+                await self.submit(job_id, job.persona_id)
+        if pending:
+            log.warning("directory started: resumed %d unfinished job(s)", len(pending))
+        # After the resumed jobs hold their actors: an adopted actor still running one of them
+        # must not look idle to the first passivation round.
+        self.housekeeping = asyncio.create_task(self._housekeeping())
+        if self.settings.fleet.schedule_interval_s > 0:
+            self.scheduler = asyncio.create_task(self._schedule_loop())
+        return len(pending)
+
+    def _adopt_persona_actors(self) -> None:
+        """Take over the persona actors a previous directory left running (they are detached):
+        they count against the cap and are passivated like any other once idle."""
+        prefix = persona_actor_name("")
+        for entry in ray.util.list_named_actors(all_namespaces=True):
+            name = entry["name"]
+            if entry["namespace"] != self.settings.ray_namespace or not name.startswith(prefix):
+                continue
+            try:
+                handle = ray.get_actor(name, namespace=self.settings.ray_namespace)
+            except ValueError:
+                continue  # gone meanwhile
+            self.active[name.removeprefix(prefix)] = _Active(handle=handle, last_used=time.monotonic())
+        if self.active:
+            log.warning("directory started: adopted %d running persona actor(s)", len(self.active))
+            metrics.set_gauge("chorus_active_personas", len(self.active))
 
     async def submit(self, job_id: str, persona_id: str) -> None:
         if job_id not in self.running:
@@ -98,20 +137,41 @@ class Directory:
         try:
             await entry.handle.run_job.remote(job_id)
         except RayActorError as exc:
-            # Restarts and retries are exhausted: record it rather than leave the job queued.
+            # Restarts and retries are exhausted: record it rather than leave the job queued. The
+            # error's text (pid, address, actor id) is for the log only.
             log.error("persona actor %s died running %s: %s", persona_id, job_id, exc)
-            await self.jobs.update(
-                job_id, status="failed", finished_at=time.time(), error=f"persona actor died: {exc}"
+            await self._fail(
+                job_id,
+                persona_id,
+                "persona_actor_died",
+                "the persona's process kept dying while running this job; generate the post again",
             )
-            await self.jobs.emit(job_id, "end", {"status": "failed", "error": "persona actor died"})
-        except Exception:
-            log.exception("job %s for %s raised", job_id, persona_id)
+        except Exception as exc:
+            # The full remote traceback goes to the log; the job gets a code and one line.
+            log.error("job %s for %s raised %s: %s", job_id, persona_id, type(ray_cause(exc)).__name__, exc)
+            await self._fail(
+                job_id,
+                persona_id,
+                "internal_error",
+                f"the job failed unexpectedly; the server log has the details (job {job_id})",
+            )
         finally:
             async with self.changed:
                 entry.in_flight -= 1
                 entry.last_used = time.monotonic()
                 self.changed.notify_all()
             self.running.pop(job_id, None)
+
+    async def _fail(self, job_id: str, persona_id: str, code: JobErrorCode, message: str) -> None:
+        """End a job the persona actor could not: unless it ended meanwhile (or is gone)."""
+        job = await self.jobs.get(job_id)
+        if job is None or job.status in TERMINAL_JOB_STATUSES:
+            return
+        await SpendLedger(self.redis, self._keys, persona_id, 0.0).charge_failed_job(job_id)
+        await self.jobs.update(
+            job_id, status="failed", finished_at=time.time(), error_code=code, error=message
+        )
+        await self.jobs.emit(job_id, "end", {"status": "failed", "error_code": code, "error": message})
 
     async def _acquire(self, persona_id: str) -> _Active:
         async with self.changed:
@@ -130,9 +190,13 @@ class Directory:
                 await self.changed.wait()
 
     def _activate(self, persona_id: str) -> _Active:
+        # Detached: a persona's running job outlives a directory that dies. get_if_exists: one a
+        # dead directory left that this one has not adopted yet is taken over, not duplicated.
         handle = PersonaActor.options(  # type: ignore[attr-defined]
             name=persona_actor_name(persona_id),
             namespace=self.settings.ray_namespace,
+            lifetime="detached",
+            get_if_exists=True,
         ).remote(persona_id, self.settings)
         entry = _Active(handle=handle, in_flight=1, last_used=time.monotonic())
         self.active[persona_id] = entry
@@ -160,6 +224,8 @@ class Directory:
         while True:
             try:
                 await self.passivate_idle()
+                # Reservations of calls that died without settling, past their lease.
+                await release_reservations(self.redis, self._keys)
                 await self._record_health()
                 await self._record_audience()
             except Exception:
@@ -197,6 +263,31 @@ class Directory:
                     await self.submit(job_id, spec.id)
                     queued.append(job_id)
         return queued
+
+    async def forget(self, persona_id: str) -> bool:
+        """Stop a deleted persona's actor: now when idle, else once its running jobs end (in the
+        background, so the delete does not wait for them). False when it was not active."""
+        entry = self.active.get(persona_id)
+        if entry is None:
+            return False
+
+        async def passivate_when_idle() -> None:
+            async with self.changed:
+                while (current := self.active.get(persona_id)) is entry and entry.in_flight:
+                    await self.changed.wait()
+                # A new job may have activated a fresh actor meanwhile (the persona restored).
+                if current is entry:
+                    await self._passivate(persona_id, reason="deleted")
+                self.changed.notify_all()
+
+        if entry.in_flight:
+            # Held until done: the event loop keeps only a weak reference to a task.
+            task = asyncio.create_task(passivate_when_idle())
+            _BACKGROUND.add(task)
+            task.add_done_callback(_BACKGROUND.discard)
+        else:
+            await passivate_when_idle()
+        return True
 
     async def passivate_idle(self, older_than_s: float | None = None) -> list[str]:
         limit = self.idle_s if older_than_s is None else older_than_s

@@ -16,10 +16,12 @@ from ray.actor import ActorHandle
 from actors.directory import get_directory
 from actors.gateway import get_gateway
 from chorus.cadence import local_day, slots_on
+from chorus.llm.pricing import PriceTable, first_endpoint
 from chorus.llm.types import BudgetExceeded
 from chorus.persona import PersonaSpec
 from chorus.settings import Settings
 from chorus.state import (
+    TERMINAL_JOB_STATUSES,
     Audience,
     Engagement,
     EngagementRepo,
@@ -38,6 +40,17 @@ from chorus.state import (
     SpendLedger,
 )
 from chorus.store import async_redis, keys_for
+from graphs.content.nodes.hook import HOOK_MAX_TOKENS
+from graphs.content.prompts import hook_messages
+
+
+async def _stop(task: asyncio.Future[None]) -> None:
+    """Cancel `task` until it is done (a cancellation redis-py swallowed is sent again)."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.05)
+    if not task.cancelled() and task.exception() is not None:
+        raise task.exception()  # type: ignore[misc]
 
 
 class UnknownPersona(KeyError):
@@ -47,6 +60,26 @@ class UnknownPersona(KeyError):
 
     def __str__(self) -> str:
         return f"persona {self.persona_id!r} does not exist"
+
+
+class PersonaExists(ValueError):
+    def __init__(self, persona_id: str) -> None:
+        super().__init__(
+            f"persona {persona_id!r} exists again; delete it first to restore the deleted one"
+        )
+
+
+class NothingToRestore(KeyError):
+    def __init__(self, persona_id: str, retention_days: float) -> None:
+        super().__init__(persona_id)
+        self.persona_id = persona_id
+        self.retention_days = retention_days
+
+    def __str__(self) -> str:
+        return (
+            f"no deleted persona {self.persona_id!r} to restore "
+            f"(deleted personas are kept {self.retention_days:g} days)"
+        )
 
 
 class PlatformNotUsed(ValueError):
@@ -70,6 +103,7 @@ class Fleet:
         self.engagement = EngagementRepo(self.redis, keys)
         self.slots = ScheduleRepo(self.redis, keys)
         self._directory: ActorHandle | None = None
+        self._prices = PriceTable(settings.pricing)
 
     async def directory(self) -> ActorHandle:
         if self._directory is None:
@@ -88,9 +122,26 @@ class Fleet:
         return await self.personas.create(spec)
 
     async def delete(self, persona_id: str) -> None:
-        if not await self.personas.delete(persona_id):
+        """Delete a persona, restorable with its engagement history for
+        `fleet.deleted_retention_days`; its actor is stopped (once its running jobs end)."""
+        retain_s = self.settings.fleet.deleted_retention_days * 24 * 3600
+        if not await self.personas.delete(persona_id, retain_s=retain_s):
             raise UnknownPersona(persona_id)
-        await self.engagement.delete(persona_id)
+        directory = await self.directory()
+        await directory.forget.remote(persona_id)
+
+    async def restore(self, persona_id: str) -> PersonaSpec:
+        """Bring back a persona deleted within the retention, with its engagement history."""
+        outcome, spec = await self.personas.restore(persona_id)
+        if outcome == "taken":
+            raise PersonaExists(persona_id)
+        if spec is None:
+            raise NothingToRestore(persona_id, self.settings.fleet.deleted_retention_days)
+        return spec
+
+    async def delete_post(self, post_id: str) -> bool:
+        """Delete a post; False when there is none. The persona's spend figures keep its cost."""
+        return await self.post_repo.delete(post_id)
 
     async def report_engagement(self, persona_id: str, report: EngagementReport) -> Engagement:
         """Record what a platform reports of a persona's audience; the latest report counts."""
@@ -113,17 +164,33 @@ class Fleet:
     def ledger(self, spec: PersonaSpec) -> SpendLedger:
         return SpendLedger.of(self.redis, self._keys, spec, self.settings.budget.default_daily_usd)
 
+    def first_call_usd(self, spec: PersonaSpec) -> float:
+        """The least a new job's first paid call (its hook) reserves on the persona's budget.
+
+        The router's own worst case (chorus.llm.pricing) for the hook on the tier it tries first,
+        on the persona's shortest topic: which topic the job's plan picks is not known yet, so a
+        budget without room even for this one cannot start a post.
+        """
+        tier, model = first_endpoint(self.settings, spec.model_policy.hook)
+        return min(
+            self._prices.worst_case(tier, model, hook_messages(spec, topic), HOOK_MAX_TOKENS)
+            for topic in spec.topics
+        )
+
     async def generate(self, persona_id: str, count: int = 1) -> list[str]:
         """Queue `count` posts; returns their job ids at once.
 
-        A persona already at its budget is refused here, before any job is queued; one that
-        reaches it mid-job stops that job with `budget_exceeded`.
+        A persona whose budget cannot hold a new job's first model call is refused here, before
+        any job is queued (such a job could only fail); one that reaches its budget mid-job
+        stops that job with `budget_exceeded`.
         """
         spec = await self.persona(persona_id)
         ledger = self.ledger(spec)
         spent = await ledger.spent_today()
-        if spent >= ledger.budget_usd:
-            raise BudgetExceeded(persona_id, spent, ledger.budget_usd, 0.0)
+        first_call = self.first_call_usd(spec)
+        # The same comparison (and float slack) as the ledger's reservation script.
+        if spent + first_call > ledger.budget_usd + 1e-12:
+            raise BudgetExceeded(persona_id, spent, ledger.budget_usd, first_call)
         directory = await self.directory()
         job_ids: list[str] = []
         for _ in range(count):
@@ -166,20 +233,27 @@ class Fleet:
         """The job once finished; raises TimeoutError when it is still running at the deadline.
 
         Waits on the job's event stream rather than polling, so it returns as the end is written.
+        The deadline does not rely on cancelling the read: redis-py loses a cancellation that
+        lands before its read starts (the read then runs until the job ends), so the wait returns
+        at the deadline and the read is cancelled until it stops.
         """
-        try:
-            async with asyncio.timeout(timeout_s):
-                async for event in self.jobs.events(job_id):
-                    if event.type == "end":
-                        break
-        except TimeoutError:
-            job = await self.jobs.get(job_id)
-            state = job.status if job else "gone"
-            raise TimeoutError(f"job {job_id} is still {state} after {timeout_s:.0f}s") from None
+        if timeout_s > 0:
+            end = asyncio.ensure_future(self._end_of(job_id))
+            try:
+                await asyncio.wait({end}, timeout=timeout_s)
+            finally:
+                await _stop(end)
         job = await self.jobs.get(job_id)
         if job is None:
             raise KeyError(job_id)
+        if job.status not in TERMINAL_JOB_STATUSES:
+            raise TimeoutError(f"job {job_id} is still {job.status} after {timeout_s:.3g}s")
         return job
+
+    async def _end_of(self, job_id: str) -> None:
+        async for event in self.jobs.events(job_id):
+            if event.type == "end":
+                return
 
     async def posts(
         self,

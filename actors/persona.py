@@ -16,9 +16,18 @@ from langchain_core.runnables import RunnableConfig
 
 from actors.gateway import GatewayClient, get_gateway
 from chorus import metrics
-from chorus.llm.types import BudgetExceeded, ModelClient
+from chorus.llm.types import BudgetExceeded, ModelClient, TiersUnavailable
 from chorus.settings import Settings
-from chorus.state import TERMINAL_JOB_STATUSES, JobRepo, JobStatus, PersonaRepo, PostRepo, SpendLedger
+from chorus.state import (
+    TERMINAL_JOB_STATUSES,
+    JobErrorCode,
+    JobRepo,
+    JobStatus,
+    PersonaRepo,
+    PostRepo,
+    SpendLedger,
+    budget_exceeded_message,
+)
 from chorus.store import async_redis, keys_for
 from graphs.checkpoint import RedisCheckpointSaver
 from graphs.content.graph import build_content_graph
@@ -61,7 +70,12 @@ class PersonaWorker:
             return job.status  # a re-delivered call for a job that already finished
         spec = await self.personas.get(self.persona_id)
         if spec is None:
-            return await self._end(job_id, "failed", error=f"persona {self.persona_id!r} was deleted")
+            return await self._end(
+                job_id,
+                "failed",
+                error_code="persona_deleted",
+                error=f"persona {self.persona_id!r} was deleted before the job ran",
+            )
         now = time.time()
         if job.started_at is None:
             metrics.observe("chorus_job_wait_seconds", now - job.created_at)
@@ -69,7 +83,7 @@ class PersonaWorker:
             job_id, status="running", started_at=job.started_at or now, attempts=job.attempts + 1
         )
         budget = spec.budget_usd(self.settings.budget.default_daily_usd)
-        ledger = SpendLedger(self.redis, self.keys, spec.id, budget)
+        ledger = SpendLedger(self.redis, self.keys, spec.id, budget, job_id=job_id)
         context = WorkflowContext(
             persona=spec,
             router=self.models,
@@ -90,12 +104,32 @@ class PersonaWorker:
         except BudgetExceeded as exc:
             metrics.inc("chorus_job_errors_total", persona=spec.id, kind="budget_exceeded")
             return await self._end(
-                job_id, "budget_exceeded", error=str(exc), spend=exc.spent_usd, budget=exc.budget_usd
+                job_id,
+                "budget_exceeded",
+                error_code="budget_exceeded",
+                error=budget_exceeded_message(exc),
+                spend=exc.spent_usd,
+                budget=exc.budget_usd,
+            )
+        except TiersUnavailable:
+            # The message lists each tier's error (endpoints, bodies): the log gets it, not the job.
+            log.exception("job %s for %s: every model tier failed", job_id, spec.id)
+            metrics.inc("chorus_job_errors_total", persona=spec.id, kind="TiersUnavailable")
+            return await self._end(
+                job_id,
+                "failed",
+                error_code="tiers_unavailable",
+                error=f"every model tier failed; the server log has each tier's error (job {job_id})",
             )
         except Exception as exc:
             log.exception("job %s for %s failed", job_id, spec.id)
             metrics.inc("chorus_job_errors_total", persona=spec.id, kind=type(exc).__name__)
-            return await self._end(job_id, "failed", error=f"{type(exc).__name__}: {exc}")
+            return await self._end(
+                job_id,
+                "failed",
+                error_code="internal_error",
+                error=f"the job failed unexpectedly; the server log has the details (job {job_id})",
+            )
         finally:
             metrics.set_gauge("chorus_persona_spend_today_usd", await ledger.spent_today(), persona=spec.id)
             metrics.set_gauge("chorus_persona_daily_budget_usd", budget, persona=spec.id)
@@ -117,19 +151,38 @@ class PersonaWorker:
                     metrics.inc("chorus_rewrites_total", persona=persona_id)
                 await self.jobs.emit(job_id, "node", {"node": node, **rec.model_dump()})
 
-    async def _end(self, job_id: str, status: JobStatus, **details: Any) -> JobStatus:
-        error = details.pop("error", None)
+    async def _end(
+        self,
+        job_id: str,
+        status: JobStatus,
+        error_code: JobErrorCode | None = None,
+        error: str | None = None,
+        **details: Any,
+    ) -> JobStatus:
+        post_id = details.pop("post_id", None)
+        if post_id is None:
+            # What a job without a post spent shows in the persona's stats, not in no figure.
+            await SpendLedger(self.redis, self.keys, self.persona_id, 0.0).charge_failed_job(job_id)
         await self.jobs.update(
-            job_id, status=status, finished_at=time.time(), error=error, post_id=details.pop("post_id", None)
+            job_id,
+            status=status,
+            finished_at=time.time(),
+            error_code=error_code,
+            error=error,
+            post_id=post_id,
         )
-        await self.jobs.emit(job_id, "end", {"status": status, "error": error, **details})
+        await self.jobs.emit(
+            job_id, "end", {"status": status, "error_code": error_code, "error": error, **details}
+        )
         return status
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=3)
 class PersonaActor:
     """A persona's process. `max_task_retries` re-delivers `run_job` after a crash: safe, because
-    a finished job returns its stored status and an unfinished one resumes from its checkpoint."""
+    a finished job returns its stored status and an unfinished one resumes from its checkpoint.
+    A second `run_job` for the job it is running (a restarted directory re-submitting it) waits
+    on the lock and then returns that run's outcome."""
 
     def __init__(self, persona_id: str, settings: Settings) -> None:
         self.worker = PersonaWorker(persona_id, settings, GatewayClient(get_gateway(settings)))

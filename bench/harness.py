@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import statistics
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,10 @@ from chorus.services import throwaway_redis as throwaway_redis
 from chorus.settings import Settings
 
 console = Console(width=140)  # no wrapping when stdout is not a terminal
+
+# The service key of the benchmark's own local tier (its settings' local.api_key): the tier takes
+# no other key for completions.
+SERVICE_KEY = secrets.token_urlsafe(24)
 
 
 def median(values: list[float]) -> float:

@@ -35,7 +35,17 @@ import openai
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/...`
 
-from bench.harness import Row, console, free_port, median, ray_serve_tier, report, spread, throwaway_redis
+from bench.harness import (
+    SERVICE_KEY,
+    Row,
+    console,
+    free_port,
+    median,
+    ray_serve_tier,
+    report,
+    spread,
+    throwaway_redis,
+)
 from chorus.llm.llama_engine import gemma_model_path
 from chorus.llm.router import Router
 from chorus.settings import Settings, load_settings
@@ -126,8 +136,10 @@ def bench_served(settings: Settings, runs: int, max_tokens: int) -> tuple[list[f
         "temperature": TEMPERATURE,
         "top_p": TOP_P,
     }
-    http = httpx.Client(timeout=120)
-    client = openai.OpenAI(base_url=base, api_key="local", max_retries=0, timeout=120)
+    http = httpx.Client(timeout=120, headers=settings.local.auth_headers())
+    client = openai.OpenAI(
+        base_url=base, api_key=settings.local.service_token(), max_retries=0, timeout=120
+    )
 
     def via_httpx() -> tuple[float, int]:
         started = time.perf_counter()
@@ -184,7 +196,7 @@ async def bench_router(settings: Settings, runs: int) -> tuple[list[float], list
     router = Router(settings, redis_client)
     direct = openai.AsyncOpenAI(
         base_url=settings.local.base_url,
-        api_key="local",
+        api_key=settings.local.service_token(),
         timeout=settings.router.timeout_s,
         max_retries=0,
     )
@@ -295,7 +307,11 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(
             redis={"url": redis_url, "key_prefix": "chorusbench"},
             serve={"port": serve_port},
-            local={"base_url": f"http://127.0.0.1:{serve_port}/llm/v1", "backend": "llama_cpp"},
+            local={
+                "base_url": f"http://127.0.0.1:{serve_port}/llm/v1",
+                "backend": "llama_cpp",
+                "api_key": SERVICE_KEY,
+            },
             # The router must not reach a hosted API: the local tier is the whole chain.
             premium={"api_key": None},
             # Always a private Ray: with no address, ray.init attaches to any cluster that

@@ -38,6 +38,7 @@ os.environ.setdefault("RAY_ADDRESS", "local")
 
 from actors.persona import PersonaWorker
 from bench.harness import (
+    SERVICE_KEY,
     Row,
     console,
     free_port,
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(
             redis={"url": redis_url, "key_prefix": "bench"},
             serve={"port": port},
-            local={"base_url": f"http://127.0.0.1:{port}/llm/v1"},
+            local={"base_url": f"http://127.0.0.1:{port}/llm/v1", "api_key": SERVICE_KEY},
             premium={"api_key": None},
             cache={"enabled": False},
             fleet={"max_rewrites": 0},

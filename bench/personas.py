@@ -25,6 +25,7 @@ from langgraph.runtime import Runtime
 from actors.fleet import Fleet
 from actors.persona import PersonaActor
 from bench.harness import (
+    SERVICE_KEY,
     Row,
     console,
     free_port,
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(
             redis={"url": redis_url, "key_prefix": "bench"},
             serve={"port": port},
-            local={"base_url": f"http://127.0.0.1:{port}/llm/v1"},
+            local={"base_url": f"http://127.0.0.1:{port}/llm/v1", "api_key": SERVICE_KEY},
         )
         with ray_serve_tier(settings):
             console.print(f"cores: {ray.cluster_resources().get('CPU')}, redis: {redis_url}")

@@ -8,16 +8,19 @@ no password to slow down brute force against.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import hmac
 import secrets
 import time
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import redis.asyncio as aioredis
 from pydantic import BaseModel
 
-from chorus.store import Keys
+if TYPE_CHECKING:  # annotations only: the CLI imports ROLES from here without a Redis client
+    import redis.asyncio as aioredis
+
+    from chorus.store import Keys
 
 Role = Literal["admin", "editor", "viewer"]
 # Least to most powerful: a role may do everything the roles before it may.
@@ -30,7 +33,16 @@ def role_allows(have: Role, need: Role) -> bool:
 
 
 class InvalidKey(Exception):
-    """The key is malformed, unknown or revoked; the message says which, never the secret."""
+    """The key is malformed, unknown or revoked. Unknown and revoked read the same, so a caller
+    cannot learn whether a key it guessed or found once existed."""
+
+
+class LastAdminKey(Exception):
+    """Revoking this key would leave no admin key, and with it no way to manage keys."""
+
+
+# One message for an unknown and a revoked key: see InvalidKey.
+INVALID_KEY_MESSAGE = "invalid API key (unknown or revoked)"
 
 
 class ApiKey(BaseModel):
@@ -39,7 +51,8 @@ class ApiKey(BaseModel):
     name: str = ""
     created_at: float
     revoked_at: float | None = None
-    # The key's first characters, so people can tell their keys apart in a listing.
+    # How the key starts (its public id), so people can tell their keys apart in a listing;
+    # never any character of the secret.
     hint: str
 
     @property
@@ -67,12 +80,52 @@ def _decode(raw: dict[Any, Any]) -> tuple[ApiKey, str]:
     fields: dict[str, str | None] = {_text(k): _text(v) for k, v in raw.items()}
     digest = fields.pop("sha256") or ""
     fields["revoked_at"] = fields.get("revoked_at") or None  # stored as "" until revoked
+    # Derived, not read: records written before held the secret's first characters here.
+    fields["hint"] = _hint(fields.get("id") or "")
     return ApiKey.model_validate(fields), digest
+
+
+def _hint(key_id: str) -> str:
+    return f"{KEY_PREFIX}_{key_id}_"
+
+
+# Revoke unless it is the last live admin key, in one step so two admins revoking each other's
+# keys at once cannot both succeed. -1: no such key; 0: the last admin key; 1: revoked (or was).
+# The other records are found through the index set, inside the script (one Redis, no cluster).
+_REVOKE = """
+local role = redis.call('HGET', KEYS[1], 'role')
+if not role then
+  return -1
+end
+local revoked = redis.call('HGET', KEYS[1], 'revoked_at')
+if revoked and revoked ~= '' then
+  return 1
+end
+if role == 'admin' then
+  local others = false
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+    local record = ARGV[2] .. id
+    if record ~= KEYS[1] and redis.call('HGET', record, 'role') == 'admin' then
+      local at = redis.call('HGET', record, 'revoked_at')
+      if not at or at == '' then
+        others = true
+        break
+      end
+    end
+  end
+  if not others then
+    return 0
+  end
+end
+redis.call('HSET', KEYS[1], 'revoked_at', ARGV[1])
+return 1
+"""
 
 
 class KeyStore:
     def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
         self._r, self._k = client, keys
+        self._revoke = client.register_script(_REVOKE)
 
     def _record(self, key_id: str) -> str:
         return self._k("apikey", key_id)
@@ -87,7 +140,7 @@ class KeyStore:
             role=role,
             name=name,
             created_at=time.time(),
-            hint=f"{KEY_PREFIX}_{key_id}_{secret[:4]}",
+            hint=_hint(key_id),
         )
         async with self._r.pipeline(transaction=True) as pipe:
             pipe.hset(
@@ -112,33 +165,46 @@ class KeyStore:
             raise InvalidKey("malformed API key")
         raw = await self._r.hgetall(self._record(key_id))
         if not raw:
-            raise InvalidKey("unknown API key")
+            raise InvalidKey(INVALID_KEY_MESSAGE)
         key, digest = _decode(raw)
-        if not hmac.compare_digest(digest, _digest(token)):
-            raise InvalidKey("unknown API key")
-        if key.revoked:
-            raise InvalidKey("API key has been revoked")
+        if not hmac.compare_digest(digest, _digest(token)) or key.revoked:
+            raise InvalidKey(INVALID_KEY_MESSAGE)
         return key
 
     async def get(self, key_id: str) -> ApiKey | None:
         raw = await self._r.hgetall(self._record(key_id))
         return _decode(raw)[0] if raw else None
 
-    async def list(self) -> list[ApiKey]:
+    async def list(self, include_revoked: bool = False) -> list[ApiKey]:
+        """Keys, oldest first; revoked ones only when asked for."""
         ids = sorted(_text(m) for m in await self._r.smembers(self._k("apikeys")))
         async with self._r.pipeline(transaction=False) as pipe:
             for key_id in ids:
                 pipe.hgetall(self._record(key_id))
             rows = await pipe.execute()
         found = [_decode(raw)[0] for raw in rows if raw]
-        return sorted(found, key=lambda k: k.created_at)
+        return sorted((k for k in found if include_revoked or not k.revoked), key=lambda k: k.created_at)
 
     async def revoke(self, key_id: str) -> ApiKey | None:
-        """Revoke a key at once (the record stays, for the listing); None when it does not exist."""
-        key = await self.get(key_id)
-        if key is None:
-            return None
-        if not key.revoked:
-            key = key.model_copy(update={"revoked_at": time.time()})
-            await self._r.hset(self._record(key_id), "revoked_at", repr(key.revoked_at))
-        return key
+        """Revoke a key at once (the record stays, for the listing, until purged); None when it
+        does not exist. Raises LastAdminKey rather than revoke the last live admin key."""
+        outcome = await self._revoke(
+            keys=[self._record(key_id), self._k("apikeys")],
+            args=[repr(time.time()), self._record("")],
+        )
+        if int(outcome) == 0:
+            raise LastAdminKey(
+                f"API key {key_id!r} is the last admin key; create another admin key before revoking it"
+            )
+        return await self.get(key_id) if int(outcome) == 1 else None
+
+    async def purge_revoked(self) -> builtins.list[str]:  # `list` here is the method above
+        """Delete the records of revoked keys (they are refused either way); returns their ids."""
+        revoked = [key.id for key in await self.list(include_revoked=True) if key.revoked]
+        if revoked:
+            async with self._r.pipeline(transaction=True) as pipe:
+                for key_id in revoked:
+                    pipe.delete(self._record(key_id))
+                pipe.srem(self._k("apikeys"), *revoked)
+                await pipe.execute()
+        return revoked

@@ -8,6 +8,11 @@ Where it finds the API and its key, first match wins:
 `chorus up` creates an admin key when it has none that works, prints it once and saves it with the
 URL in ``$XDG_CONFIG_HOME/chorus/credentials`` (``~/.config/chorus/credentials``, mode 0600), so
 every later command works with no configuration. Any failure prints one line and exits 1.
+
+Importing this module imports no Ray, Serve, Redis client or HTTP client: `chorus --help` and the
+API commands start in a fraction of a second, and `up`/`down` import what they need themselves.
+Output is printed with rich markup off, so a `[...]` in an id, a post or an error message (a
+regex such as `^[a-z0-9]`) is shown as it is.
 """
 
 from __future__ import annotations
@@ -21,13 +26,12 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from zoneinfo import ZoneInfo
 
-import httpx
 from pydantic import BaseModel, ValidationError
-from rich.console import Console, Group
-from rich.live import Live
+from rich.console import Console, Group, RenderableType
+from rich.padding import Padding
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -35,20 +39,34 @@ from rich.text import Text
 from chorus.auth import ROLES
 from chorus.persona import PersonaSpec, PersonaSpecError, Platform, load_persona_dir, load_persona_file
 from chorus.settings import Settings, SettingsError, load_settings
-from chorus.state import Engagement, EngagementReport, NodeRecord, PersonaStats, Post, PostPage, Schedule
+from chorus.state import (
+    Engagement,
+    EngagementReport,
+    NodeRecord,
+    PersonaStats,
+    Post,
+    PostPage,
+    Schedule,
+    usd,
+)
 from serve.schemas import (
     ErrorResponse,
     FleetStatus,
     GenerateResponse,
     KeyCreated,
     KeyList,
+    KeysPurged,
     PersonaList,
     SseDecoder,
     SseMessage,
 )
 
-console = Console(highlight=False)
-errors = Console(stderr=True, highlight=False)
+if TYPE_CHECKING:
+    import httpx
+
+# markup=False: what is printed is data (ids, posts, server messages), never rich markup.
+console = Console(highlight=False, markup=False)
+errors = Console(stderr=True, highlight=False, markup=False)
 M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_PERSONAS_DIR = Path("personas")
@@ -97,11 +115,10 @@ def _settings() -> Settings:
 
 
 def resolve_url(args: argparse.Namespace) -> str:
-    from chorus.runtime import api_url
-
     saved = load_credentials()
     url = args.api_url or os.environ.get("CHORUS_API_URL") or (saved.url if saved else None)
-    return (url or api_url(_settings())).rstrip("/")
+    # settings.serve.url, not chorus.runtime.api_url: that module imports Ray (seconds).
+    return (url or _settings().serve.url).rstrip("/")
 
 
 def resolve_key(args: argparse.Namespace) -> str | None:
@@ -116,6 +133,8 @@ class ApiClient:
     """The API over httpx; errors come back as CliError with the server's one-line message."""
 
     def __init__(self, url: str, key: str | None, timeout_s: float = 30.0) -> None:
+        import httpx  # here, not at the top: commands that make no request never pay for it
+
         self.url = url
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._http = httpx.AsyncClient(
@@ -152,6 +171,8 @@ class ApiClient:
         params: dict[str, Any] | None = None,
         timeout_s: float | None = None,
     ) -> httpx.Response:
+        import httpx
+
         extra: dict[str, Any] = {"timeout": timeout_s} if timeout_s is not None else {}
         try:
             response = await self._http.request(method, path, json=json, params=params, **extra)
@@ -167,6 +188,8 @@ class ApiClient:
 
     async def events(self, job_id: str, *, retries: int = 5) -> AsyncIterator[SseMessage]:
         """A job's events to the end, resuming after the last one seen if the stream breaks."""
+        import httpx
+
         last: str | None = None
         for _ in range(retries + 1):
             headers = {"Last-Event-ID": last} if last else {}
@@ -201,8 +224,13 @@ class ApiClient:
 # --- output ---------------------------------------------------------------------------------------
 
 
-def _money(usd: float | None) -> str:
-    return "-" if usd is None else f"${usd:.6f}"
+# A figure that does not exist (no followers to divide by, no accepted post yet), not a zero.
+NO_FIGURE = "—"
+
+
+def _money(amount: float | None) -> str:
+    # The API's money format (significant digits however small), so both read the same.
+    return NO_FIGURE if amount is None else usd(amount)
 
 
 def _when(ts: float) -> str:
@@ -223,10 +251,34 @@ def _post_panel(post: Post) -> Panel:
     if post.reasons:
         body.append("\n\nreasons: " + "; ".join(post.reasons), style="dim")
     subtitle = (
-        f"{post.status} · {post.prompt_tokens + post.completion_tokens} tokens · {_money(post.cost_usd)}"
-        f" · tiers {', '.join(f'{k}={v}' for k, v in post.tiers.items())}"
+        f"{post.id} · {post.status} · {post.prompt_tokens + post.completion_tokens} tokens"
+        f" · {_money(post.cost_usd)} · tiers {', '.join(f'{k}={v}' for k, v in post.tiers.items())}"
     )
-    return Panel(body, title=f"{post.persona_id} · {post.platform}", subtitle=subtitle, border_style=style)
+    # Text, not str: a Panel parses a str title as markup whatever the console says.
+    return Panel(
+        body, title=Text(f"{post.persona_id} · {post.platform}"), subtitle=Text(subtitle), border_style=style
+    )
+
+
+def _id_column(table: Table, header: str, ids: Sequence[str]) -> None:
+    """A column that never cuts an id: as wide as the longest, other columns wrap instead."""
+    table.add_column(header, no_wrap=True, min_width=max((len(i) for i in ids), default=len(header)))
+
+
+def _post_block(post: Post) -> RenderableType:
+    """A post as a line of its facts (id whole) over its text, wrapped and indented: a table's
+    columns would leave the text a sliver of an 80-column terminal."""
+    style = "green" if post.status == "accepted" else "yellow"
+    head = Text.assemble(
+        (post.id, "bold"),
+        "  ",
+        post.persona_id,
+        "  ",
+        (post.status, style),
+        f"  {_money(post.cost_usd)}  {post.prompt_tokens + post.completion_tokens} tokens  "
+        f"{_when(post.created_at)} UTC",
+    )
+    return Group(head, Padding(Text(post.text), (0, 0, 1, 4)))
 
 
 # --- following jobs -------------------------------------------------------------------------------
@@ -241,11 +293,17 @@ class JobRun:
     post: Post | None = None
     status: str = "queued"
     error: str | None = None
+    error_code: str | None = None
     finished: float | None = None
 
     @property
     def current(self) -> str:
         return self.nodes[-1].node if self.nodes else "waiting"
+
+    @property
+    def reason(self) -> str:
+        """Why the job did not finish: its stable code, then the server's one-line message."""
+        return ": ".join(part for part in (self.error_code, self.error) if part) or "no reason given"
 
 
 async def follow(client: ApiClient, run: JobRun, on_change: Callable[[JobRun, str], None]) -> JobRun:
@@ -260,6 +318,7 @@ async def follow(client: ApiClient, run: JobRun, on_change: Callable[[JobRun, st
         elif message.event == "end":
             run.status = str(data.get("status", "done"))
             run.error = data.get("error")
+            run.error_code = data.get("error_code")
             run.finished = time.monotonic()
         on_change(run, message.event)
     return run
@@ -278,7 +337,7 @@ def _printer(prefix: Callable[[JobRun], str]) -> Callable[[JobRun, str], None]:
         if event == "node":
             console.print(f"{prefix(run)}{_node_line(run.nodes[-1])}")
         elif event == "end" and run.status != "done":
-            console.print(f"{prefix(run)}[red]{run.status}[/red]: {run.error or ''}")
+            console.print(Text.assemble(prefix(run), (run.status, "red"), f" ({run.reason})"))
 
     return on_change
 
@@ -301,16 +360,17 @@ async def cmd_status(args: argparse.Namespace) -> int:
         fleet = await client.get(FleetStatus, "/v1/status")
     table = Table(title=f"Chorus at {client.url}", show_header=False)
     table.add_row("API", f"{client.url} (docs: {client.url}/docs)")
-    if ready is not None:
-        for name, state in ready["checks"].items():
-            table.add_row(name, state)
-    else:
-        table.add_row("ready", "[red]no[/red] (see /readyz)")
+    # One row per component: what the API checked, then what `chorus up` started of it here.
+    rows: dict[str, str] = dict(ready["checks"]) if ready is not None else {}
+    for name, state in describe().items():
+        rows[name] = f"{rows[name]}; {state}" if name in rows else state
+    if ready is None:
+        table.add_row("ready", Text("no (see /readyz)", style="red"))
+    for name, state in rows.items():
+        table.add_row(name, state)
     table.add_row("personas", str(fleet.personas))
     table.add_row("jobs queued or running", str(fleet.queue_depth))
     table.add_row("active persona actors", str(len(fleet.directory.get("active", []))))
-    for name, state in describe().items():
-        table.add_row(name, state)
     console.print(table)
     return 0
 
@@ -319,8 +379,9 @@ async def cmd_personas_list(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         personas = (await client.get(PersonaList, "/v1/personas")).personas
     table = Table(title=f"{len(personas)} personas")
-    for column in ("id", "name", "platforms", "hook/body/rewrite", "budget/day"):
-        table.add_column(column)
+    _id_column(table, "id", [spec.id for spec in personas])
+    for column in ("name", "platforms", "hook/body/rewrite", "budget/day"):
+        table.add_column(column, overflow="fold")
     for spec in personas:
         policy = spec.model_policy
         table.add_row(
@@ -328,7 +389,7 @@ async def cmd_personas_list(args: argparse.Namespace) -> int:
             spec.display_name,
             ", ".join(p.name.value for p in spec.platforms),
             f"{policy.hook}/{policy.body}/{policy.rewrite}",
-            "default" if spec.daily_budget_usd is None else f"${spec.daily_budget_usd:g}",
+            "default" if spec.daily_budget_usd is None else _money(spec.daily_budget_usd),
         )
     console.print(table)
     return 0
@@ -345,10 +406,18 @@ def load_specs(paths: Sequence[str]) -> list[PersonaSpec]:
     return specs
 
 
-async def apply_specs(client: ApiClient, specs: Sequence[PersonaSpec]) -> list[tuple[str, bool]]:
-    async def put(spec: PersonaSpec) -> tuple[str, bool]:
+Applied = tuple[str, str]  # (persona id, "created" | "updated" | "unchanged")
+
+
+async def apply_specs(client: ApiClient, specs: Sequence[PersonaSpec]) -> list[Applied]:
+    """PUT the specs that differ from the stored ones; one listing finds those that do not."""
+    stored = {spec.id: spec for spec in (await client.get(PersonaList, "/v1/personas")).personas}
+
+    async def put(spec: PersonaSpec) -> Applied:
+        if stored.get(spec.id) == spec:
+            return spec.id, "unchanged"
         response = await client.call("PUT", f"/v1/personas/{spec.id}", json=spec.model_dump(mode="json"))
-        return spec.id, response.status_code == 201
+        return spec.id, "created" if response.status_code == 201 else "updated"
 
     return list(await asyncio.gather(*(put(spec) for spec in specs)))
 
@@ -356,15 +425,22 @@ async def apply_specs(client: ApiClient, specs: Sequence[PersonaSpec]) -> list[t
 async def cmd_personas_apply(args: argparse.Namespace) -> int:
     specs = load_specs(args.files)
     async with _client(args) as client:
-        for persona_id, created in await apply_specs(client, specs):
-            console.print(f"{'created' if created else 'updated'} {persona_id}")
+        for persona_id, outcome in await apply_specs(client, specs):
+            console.print(f"{outcome} {persona_id}")
     return 0
 
 
 async def cmd_personas_delete(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         await client.call("DELETE", f"/v1/personas/{args.id}")
-    console.print(f"deleted {args.id}")
+    console.print(f"deleted {args.id} (restorable for a while: chorus personas restore {args.id})")
+    return 0
+
+
+async def cmd_personas_restore(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        await client.call("POST", f"/v1/personas/{args.id}:restore")
+    console.print(f"restored {args.id}")
     return 0
 
 
@@ -372,14 +448,14 @@ async def cmd_personas_stats(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         stats = await client.get(PersonaStats, f"/v1/personas/{args.id}/stats")
     table = Table(title=f"{args.id}", show_header=False)
-    rate = "-" if stats.engagement_rate is None else f"{stats.engagement_rate:.2%}"
+    rate = NO_FIGURE if stats.engagement_rate is None else f"{stats.engagement_rate:.2%}"
     for name, value in (
         ("posts (accepted / rejected)", f"{stats.posts} ({stats.accepted} / {stats.rejected})"),
         ("tokens in / out", f"{stats.prompt_tokens} / {stats.completion_tokens}"),
         ("cost to date", _money(stats.cost_usd)),
         ("cost per accepted post", _money(stats.cost_per_accepted_post_usd)),
         ("spend today / budget", f"{_money(stats.spend_today_usd)} / {_money(stats.daily_budget_usd)}"),
-        ("followers", "-" if stats.followers is None else str(stats.followers)),
+        ("followers", NO_FIGURE if stats.followers is None else str(stats.followers)),
         ("engagement rate", rate),
         ("cost per follower", _money(stats.cost_per_follower_usd)),
     ):
@@ -426,9 +502,7 @@ async def cmd_generate(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         runs = await start_jobs(client, args.id, args.count)
         console.print(f"{args.id}: {len(runs)} job(s) queued: {', '.join(r.job_id for r in runs)}")
-        prefix: Callable[[JobRun], str] = (
-            (lambda r: f"[dim]{r.job_id[-6:]}[/dim] ") if len(runs) > 1 else (lambda r: "  ")
-        )
+        prefix: Callable[[JobRun], str] = (lambda r: f"{r.job_id} ") if len(runs) > 1 else (lambda r: "  ")
         with console.status(f"generating {len(runs)} post(s) for {args.id}…"):
             await asyncio.gather(*(follow(client, run, _printer(prefix)) for run in runs))
     for run in runs:
@@ -437,7 +511,7 @@ async def cmd_generate(args: argparse.Namespace) -> int:
     failed = [run for run in runs if run.status != "done"]
     if failed:
         raise CliError(
-            f"{len(failed)} of {len(runs)} job(s) did not finish: {failed[0].status} ({failed[0].error})"
+            f"{len(failed)} of {len(runs)} job(s) did not finish: {failed[0].status} ({failed[0].reason})"
         )
     return 0
 
@@ -452,19 +526,9 @@ async def cmd_posts(args: argparse.Namespace) -> int:
             limit=args.limit,
             cursor=args.cursor,
         )
-    table = Table(title=f"{len(page.posts)} posts")
-    for column in ("created (UTC)", "persona", "status", "cost", "tokens", "text"):
-        table.add_column(column, overflow="fold")
+    console.print(f"{len(page.posts)} posts", style="bold")
     for post in page.posts:
-        table.add_row(
-            _when(post.created_at),
-            post.persona_id,
-            post.status,
-            _money(post.cost_usd),
-            str(post.prompt_tokens + post.completion_tokens),
-            post.text,
-        )
-    console.print(table)
+        console.print(_post_block(post))
     if page.next_cursor:
         console.print(f"more: chorus posts --cursor '{page.next_cursor}'", style="dim")
     return 0
@@ -479,16 +543,32 @@ async def cmd_keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_posts_delete(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        await client.call("DELETE", f"/v1/posts/{args.id}")
+    console.print(f"deleted post {args.id}")
+    return 0
+
+
 async def cmd_keys_list(args: argparse.Namespace) -> int:
     async with _client(args) as client:
-        keys = (await client.get(KeyList, "/v1/keys")).keys
-    table = Table(title=f"{len(keys)} API keys")
-    for column in ("id", "role", "name", "starts with", "created (UTC)", "revoked (UTC)"):
-        table.add_column(column)
+        keys = (await client.get(KeyList, "/v1/keys", include_revoked=args.all or None)).keys
+    table = Table(title=f"{len(keys)} {'API keys' if args.all else 'live API keys (--all: revoked too)'}")
+    _id_column(table, "id", [key.id for key in keys])
+    for column in ("role", "name", "created (UTC)", *(("revoked (UTC)",) if args.all else ())):
+        table.add_column(column, overflow="fold")
     for key in keys:
-        revoked = _when(key.revoked_at) if key.revoked_at else ""
-        table.add_row(key.id, key.role, key.name, key.hint + "…", _when(key.created_at), revoked)
+        revoked = (_when(key.revoked_at) if key.revoked_at else "",) if args.all else ()
+        table.add_row(key.id, key.role, key.name, _when(key.created_at), *revoked)
     console.print(table)
+    return 0
+
+
+async def cmd_keys_purge(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        response = await client.call("POST", "/v1/keys:purge")
+    purged = KeysPurged.model_validate_json(response.content).purged
+    console.print(f"purged {len(purged)} revoked key(s)")
     return 0
 
 
@@ -540,7 +620,7 @@ def bring_up(args: argparse.Namespace) -> UpResult:
     settings = _settings()
 
     def say(line: str) -> None:
-        console.print(f"[dim]·[/dim] {line}")
+        console.print(Text.assemble(("·", "dim"), f" {line}"))
 
     try:
         services.check_serve_port(settings)
@@ -548,6 +628,7 @@ def bring_up(args: argparse.Namespace) -> UpResult:
             say(f"Redis answers at {settings.redis.url}")
         cluster = services.connect(settings, say, start=True)
         assert cluster is not None
+        settings = services.with_service_key(settings, say)
         if not cluster.started:
             say(f"joined the Ray cluster at {cluster.address}")
         try:
@@ -563,7 +644,7 @@ def bring_up(args: argparse.Namespace) -> UpResult:
     path = save_credentials(Credentials(url=url, key=key))
     if created:
         console.print(f"admin API key (shown once; saved to {path}):")
-        console.print(f"  [bold]{key}[/bold]", soft_wrap=True)
+        console.print(Text(f"  {key}", style="bold"), soft_wrap=True)
     else:
         say(f"using the admin key saved in {path}")
     personas: list[str] = []
@@ -571,7 +652,7 @@ def bring_up(args: argparse.Namespace) -> UpResult:
     if folder.is_dir():
         specs = load_specs([str(folder)])
 
-        async def load() -> list[tuple[str, bool]]:
+        async def load() -> list[Applied]:
             async with ApiClient(url, key) as client:
                 return await apply_specs(client, specs)
 
@@ -608,7 +689,7 @@ def _urls(result: UpResult) -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     result = bring_up(args)
-    console.print("[green]Chorus is up.[/green]")
+    console.print("Chorus is up.", style="green")
     _urls(result)
     return 0
 
@@ -617,7 +698,9 @@ def cmd_down(args: argparse.Namespace) -> int:
     from chorus import services
     from chorus.prometheus import stop_local_prometheus
 
-    stopped = services.stop_all(_settings(), lambda line: console.print(f"[dim]·[/dim] {line}"))
+    stopped = services.stop_all(
+        _settings(), lambda line: console.print(Text.assemble(("·", "dim"), f" {line}"))
+    )
     if stop_local_prometheus(services.data_dir() / "prometheus"):
         stopped.append("Prometheus")
     console.print("stopped: " + ("; ".join(stopped) if stopped else "nothing was running"))
@@ -626,17 +709,19 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def _progress_table(runs: Sequence[JobRun]) -> Table:
     table = Table(title="generating", expand=False)
-    for column in ("persona", "job", "nodes done", "last", "elapsed", "status"):
-        table.add_column(column)
+    _id_column(table, "persona", [run.persona_id for run in runs])
+    _id_column(table, "job", [run.job_id for run in runs])
+    for column in ("nodes done", "last", "elapsed", "status"):
+        table.add_column(column, overflow="fold")
     for run in runs:
         style = {"done": "green", "running": "cyan", "queued": "dim"}.get(run.status, "red")
         table.add_row(
             run.persona_id,
-            run.job_id[-8:],
+            run.job_id,
             " ".join(n.node for n in run.nodes),
             run.current,
             f"{(run.finished or time.monotonic()) - run.started:5.1f}s",
-            f"[{style}]{run.status}[/{style}]",
+            Text(run.status, style=style),
         )
     return table
 
@@ -670,7 +755,7 @@ def _persona_report(persona_id: str, runs: Sequence[JobRun], stats: PersonaStats
             f"{sum(r.prompt_tokens for r in records)}+{sum(r.completion_tokens for r in records)}",
             _money(sum(r.cost_usd for r in records)),
         )
-    failures = [f"{run.job_id}: {run.status} ({run.error})" for run in runs if run.status != "done"]
+    failures = [f"{run.job_id}: {run.status} ({run.reason})" for run in runs if run.status != "done"]
     return Group(table, *(Text(line, style="red") for line in failures))
 
 
@@ -679,6 +764,8 @@ async def _demo_generate(result: UpResult, persona_ids: Sequence[str], count: in
         batches = await asyncio.gather(*(start_jobs(client, pid, count) for pid in persona_ids))
         runs = [run for batch in batches for run in batch]
         if console.is_terminal:
+            from rich.live import Live
+
             # Redrawn on every refresh, not only on events, so the elapsed times keep moving.
             with Live(console=console, refresh_per_second=4, get_renderable=lambda: _progress_table(runs)):
                 await asyncio.gather(*(follow(client, run, lambda _run, _event: None) for run in runs))
@@ -765,7 +852,15 @@ def _parser() -> argparse.ArgumentParser:
     add(
         "apply", cmd_personas_apply, "create or update personas from YAML files or folders", personas
     ).add_argument("files", nargs="+", metavar="FILE")
-    add("delete", cmd_personas_delete, "delete a persona", personas).add_argument("id")
+    add(
+        "delete",
+        cmd_personas_delete,
+        "delete a persona (restorable for fleet.deleted_retention_days)",
+        personas,
+    ).add_argument("id")
+    add(
+        "restore", cmd_personas_restore, "bring back a deleted persona with its engagement history", personas
+    ).add_argument("id")
     add(
         "stats", cmd_personas_stats, "posts, spend, cost per post and audience of a persona", personas
     ).add_argument("id")
@@ -792,20 +887,25 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("id")
     generate.add_argument("--count", type=_positive, default=1)
 
-    posts = add("posts", cmd_posts, "list posts, newest first")
+    posts = add("posts", cmd_posts, "list posts, newest first (or `posts delete ID`)")
     posts.add_argument("--persona")
     posts.add_argument("--status", choices=("accepted", "rejected"))
     posts.add_argument("--limit", type=_positive, default=20)
     posts.add_argument("--cursor")
+    post_actions = posts.add_subparsers(dest="action", required=False, metavar="ACTION")
+    add("delete", cmd_posts_delete, "delete a post (editor)", post_actions).add_argument("id")
 
-    keys = commands.add_parser("keys", help="create, list or revoke API keys (admin)").add_subparsers(
+    keys = commands.add_parser("keys", help="create, list, revoke or purge API keys (admin)").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
     create = add("create", cmd_keys_create, "create a key (printed once)", keys)
     create.add_argument("--role", required=True, choices=ROLES)
     create.add_argument("--name", default="")
-    add("list", cmd_keys_list, "list keys", keys)
-    add("revoke", cmd_keys_revoke, "revoke a key", keys).add_argument("id")
+    add("list", cmd_keys_list, "list live keys", keys).add_argument(
+        "--all", action="store_true", help="revoked keys too, until purged"
+    )
+    add("revoke", cmd_keys_revoke, "revoke a key (not the last admin key)", keys).add_argument("id")
+    add("purge", cmd_keys_purge, "delete the records of revoked keys", keys)
     return parser
 
 

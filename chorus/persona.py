@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -12,12 +12,24 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from chorus.inputs import (
+    ONLY_INTEGERS,
+    ONLY_NUMBERS,
+    Hashtag,
+    Integer,
+    Label,
+    Number,
+    Prose,
+    hashtag_problem,
+    nfc,
+)
 from chorus.settings import Tier
 
 
@@ -36,6 +48,9 @@ PLATFORM_LIMITS: dict[Platform, int] = {
     Platform.linkedin: 3000,
 }
 
+# A persona id names its Redis keys and its actor, so it is plain lowercase ASCII.
+PERSONA_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}[a-z0-9]$"
+
 # Steps that call a model; plan and review are rules and cost nothing.
 WORKFLOW_STEPS = ("hook", "body", "rewrite")
 
@@ -45,9 +60,26 @@ class _Strict(BaseModel):
 
 
 class PlatformTarget(_Strict):
+    # The schema states each platform's cap on max_chars, as _within_platform enforces it.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": {"properties": {"name": {"const": platform.value}}},
+                    "then": {"properties": {"max_chars": {"maximum": limit}}},
+                }
+                for platform, limit in PLATFORM_LIMITS.items()
+            ]
+        }
+    )
+
     name: Platform
     # A persona may write shorter than the platform allows, never longer.
-    max_chars: int | None = Field(None, ge=40)
+    max_chars: Annotated[int, Field(ge=40), ONLY_INTEGERS] | None = Field(
+        None,
+        description="at most the platform's own limit: "
+        + ", ".join(f"{platform.value} {limit}" for platform, limit in PLATFORM_LIMITS.items()),
+    )
 
     @field_validator("max_chars")
     @classmethod
@@ -57,18 +89,42 @@ class PlatformTarget(_Strict):
             raise ValueError(f"max_chars {value} exceeds {name.value}'s limit {PLATFORM_LIMITS[name]}")
         return value
 
+    @model_validator(mode="after")
+    def _default_to_platform_limit(self) -> PlatformTarget:
+        # Filled in rather than left null, so what the API returns states the limit in force.
+        if self.max_chars is None:
+            self.max_chars = PLATFORM_LIMITS[self.name]
+        return self
+
     @property
     def limit(self) -> int:
         return self.max_chars or PLATFORM_LIMITS[self.name]
 
 
+def _timezone_schema(schema: dict[str, Any]) -> None:
+    # Read when the schema is built, not at import: listing the zones walks the tz database.
+    from zoneinfo import available_timezones
+
+    schema["enum"] = sorted(available_timezones())
+
+
 class Cadence(_Strict):
-    posts_per_day: float = Field(3.0, gt=0, le=96)
-    active_hours: tuple[int, int] = (9, 18)
-    timezone: str = "UTC"
+    posts_per_day: Number = Field(3.0, gt=0, le=96)
+    active_hours: tuple[Integer, Integer] = Field(
+        (9, 18),
+        description="[start, end) local hours, 0 <= start < end <= 24",
+        # What _hours enforces, in the schema: one alternative per start hour.
+        json_schema_extra={
+            "anyOf": [
+                {"prefixItems": [{"const": start}, {"minimum": start + 1, "maximum": 24}]}
+                for start in range(24)
+            ]
+        },
+    )
+    timezone: str = Field("UTC", json_schema_extra=_timezone_schema)
     # Off by default: a persona posts on its cadence only when asked to, so loading a folder of
     # personas never starts spending on its own.
-    autopost: bool = Field(
+    autopost: StrictBool = Field(
         False, description="the fleet's scheduler generates this persona's posts on this cadence"
     )
 
@@ -103,20 +159,56 @@ class ModelPolicy(_Strict):
         return tier
 
 
+def _hashtag_bounds_schema() -> dict[str, Any]:
+    """What _bounds enforces, in the schema: min_hashtags, and the number of required hashtags,
+    at most max_hashtags (5 when absent), as one implication per count."""
+
+    most = Rules.model_fields["max_hashtags"].default
+    rules: list[dict[str, Any]] = [
+        {
+            "if": {"required": ["min_hashtags"], "properties": {"min_hashtags": {"minimum": n}}},
+            "then": {"properties": {"max_hashtags": {"minimum": n}}},
+        }
+        for n in range(1, 11)
+    ]
+    rules += [
+        {
+            "if": {"required": ["required_hashtags"], "properties": {"required_hashtags": {"minItems": n}}},
+            "then": {"properties": {"max_hashtags": {"minimum": n}}},
+        }
+        for n in range(1, 31)
+    ]
+    rules.append(
+        {
+            "if": {"not": {"required": ["max_hashtags"]}},
+            "then": {
+                "properties": {"min_hashtags": {"maximum": most}, "required_hashtags": {"maxItems": most}}
+            },
+        }
+    )
+    return {"allOf": rules}
+
+
 class Rules(_Strict):
-    required_hashtags: list[str] = Field(default_factory=list)
-    min_hashtags: int = Field(0, ge=0, le=10)
-    max_hashtags: int = Field(5, ge=0, le=30)
+    model_config = ConfigDict(json_schema_extra=lambda schema: schema.update(_hashtag_bounds_schema()))
+
+    required_hashtags: list[Hashtag] = Field(default_factory=list)
+    min_hashtags: Integer = Field(0, ge=0, le=10)
+    max_hashtags: Integer = Field(5, ge=0, le=30)
     # Posts closer than this (0..1 word-shingle similarity) to a recent post are near-duplicates.
-    novelty_threshold: float = Field(0.6, gt=0, le=1)
-    no_cache_steps: list[str] = Field(default_factory=list)
+    novelty_threshold: Number = Field(0.6, gt=0, le=1)
+    no_cache_steps: list[str] = Field(
+        default_factory=list, json_schema_extra={"items": {"enum": list(WORKFLOW_STEPS)}}
+    )
 
     @field_validator("required_hashtags")
     @classmethod
     def _hashtags(cls, value: list[str]) -> list[str]:
+        value = [nfc(tag) for tag in value]
         for tag in value:
-            if not tag.startswith("#") or len(tag) < 2 or " " in tag:
-                raise ValueError(f"hashtag {tag!r} must look like #word")
+            problem = hashtag_problem(tag)
+            if problem is not None:
+                raise ValueError(f"hashtag {tag!r} {problem}")
         return value
 
     @field_validator("no_cache_steps")
@@ -137,21 +229,30 @@ class Rules(_Strict):
 
 
 class PersonaSpec(_Strict):
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,62}[a-z0-9]$")
-    display_name: str = Field(min_length=1, max_length=80)
-    platforms: list[PlatformTarget] = Field(min_length=1)
-    voice: str = Field(min_length=10, max_length=2000)
-    tone: list[str] = Field(min_length=1)
-    audience: str = Field(min_length=3, max_length=500)
-    topics: list[str] = Field(min_length=1)
-    banned_words: list[str] = Field(default_factory=list)
-    banned_topics: list[str] = Field(default_factory=list)
-    example_posts: list[str] = Field(min_length=1)
+    id: str = Field(pattern=PERSONA_ID_PATTERN)
+    display_name: Label = Field(min_length=1, max_length=80)
+    platforms: list[PlatformTarget] = Field(
+        min_length=1,
+        # What _unique_platforms enforces: no platform twice.
+        json_schema_extra={
+            "allOf": [
+                {"contains": {"properties": {"name": {"const": p.value}}}, "minContains": 0, "maxContains": 1}
+                for p in Platform
+            ]
+        },
+    )
+    voice: Prose = Field(min_length=10, max_length=2000)
+    tone: list[Prose] = Field(min_length=1)
+    audience: Prose = Field(min_length=3, max_length=500)
+    topics: list[Prose] = Field(min_length=1)
+    banned_words: list[Prose] = Field(default_factory=list)
+    banned_topics: list[Prose] = Field(default_factory=list)
+    example_posts: list[Prose] = Field(min_length=1)
     cadence: Cadence = Cadence()
     model_policy: ModelPolicy = ModelPolicy()
     rules: Rules = Rules()
     # None: the fleet-wide default from settings (budget.default_daily_usd).
-    daily_budget_usd: float | None = Field(None, ge=0, le=10_000)
+    daily_budget_usd: Annotated[float, Field(ge=0, le=10_000), ONLY_NUMBERS] | None = None
 
     @field_validator("platforms")
     @classmethod
@@ -175,13 +276,21 @@ class PersonaSpec(_Strict):
 
 
 class PersonaSpecError(ValueError):
-    """An invalid persona spec; names the source, the field and what is wrong."""
+    """An invalid persona spec; names the source, the field and what is wrong.
 
-    def __init__(self, source: str, field: str, message: str) -> None:
+    `field` and `message` are the first problem; `problems` holds every one, as (field, message),
+    so a misspelt field is reported next to the required field it fails to provide.
+    """
+
+    def __init__(
+        self, source: str, field: str, message: str, problems: list[tuple[str, str]] | None = None
+    ) -> None:
         self.source = source
         self.field = field
         self.message = message
-        super().__init__(f"{source}: {field}: {message}" if field else f"{source}: {message}")
+        self.problems = problems or [(field, message)]
+        text = "; ".join(f"{f}: {m}" if f else m for f, m in self.problems)
+        super().__init__(f"{source}: {text}")
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
@@ -191,27 +300,53 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
+# Enough to see every typo in a file, short enough to stay one readable line.
+MAX_REPORTED_PROBLEMS = 5
+
+
 def parse_persona(data: Any, source: str = "<persona>") -> PersonaSpec:
-    """Validate already-parsed data; errors name the source and the first bad field."""
+    """Validate already-parsed data; errors name the source and every bad field."""
     if not isinstance(data, dict):
         raise PersonaSpecError(source, "", "a persona spec must be a mapping of fields")
     try:
         return PersonaSpec.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
+        errors = exc.errors()
+    except RecursionError:
+        raise PersonaSpecError(source, "", "nested too deeply to be a persona spec") from None
+    # Unknown fields first: a typo (`topcis:`) is the cause of the missing field it leaves behind.
+    errors.sort(key=lambda err: err["type"] != "extra_forbidden")
+    problems: list[tuple[str, str]] = []
+    for err in errors[:MAX_REPORTED_PROBLEMS]:
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown field (check its spelling against docs/personas.md)"
-        raise PersonaSpecError(source, _field_path(err["loc"]), message) from None
+        problems.append((_field_path(err["loc"]), message))
+    if len(errors) > MAX_REPORTED_PROBLEMS:
+        problems.append(("", f"and {len(errors) - MAX_REPORTED_PROBLEMS} more"))
+    field, message = problems[0]
+    raise PersonaSpecError(source, field, message, problems)
 
 
 def load_persona_text(text: str, source: str = "<persona>") -> PersonaSpec:
     try:
         data = yaml.safe_load(text)
+    except yaml.composer.ComposerError as exc:
+        # PyYAML's "expected a single document in the stream"; `---` starts a second one.
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise PersonaSpecError(
+            source, "", f"{where}a second YAML document ('---'); a persona file holds one persona"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise PersonaSpecError(source, "", f"{where}not valid YAML") from None
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None)
+        raise PersonaSpecError(
+            source, "", f"{where}not valid YAML" + (f" ({problem})" if problem else "")
+        ) from None
+    except RecursionError:
+        raise PersonaSpecError(source, "", "nested too deeply to be a persona spec") from None
     return parse_persona(data, source)
 
 
@@ -221,6 +356,10 @@ def load_persona_file(path: str | Path) -> PersonaSpec:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PersonaSpecError(str(path), "", f"cannot read file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise PersonaSpecError(
+            str(path), "", f"not a UTF-8 text file (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+        ) from None
     return load_persona_text(text, str(path))
 
 

@@ -52,7 +52,12 @@ def deploy_local_tier(settings: Settings, *, timeout_s: float = 300.0) -> None:
 
         app = local_tier_app(settings)
     serve.run(app, name=LOCAL_TIER_APP, route_prefix=LOCAL_TIER_ROUTE, blocking=False)
-    wait_for_http(settings.local.base_url.rstrip("/") + "/models", timeout_s=timeout_s)
+    # With the service key: ready means the tier answers the fleet's own clients.
+    wait_for_http(
+        settings.local.base_url.rstrip("/") + "/models",
+        timeout_s=timeout_s,
+        headers=settings.local.auth_headers(),
+    )
 
 
 def api_url(settings: Settings) -> str:
@@ -68,12 +73,12 @@ def deploy_api(settings: Settings, *, timeout_s: float = 120.0) -> None:
     wait_for_http(api_url(settings) + "/healthz", timeout_s=timeout_s)
 
 
-def wait_for_http(url: str, *, timeout_s: float) -> None:
+def wait_for_http(url: str, *, timeout_s: float, headers: dict[str, str] | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     last: str = "no answer"
     while time.monotonic() < deadline:
         try:
-            response = httpx.get(url, timeout=5)
+            response = httpx.get(url, timeout=5, headers=headers)
             if response.status_code == 200:
                 return
             last = f"HTTP {response.status_code}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -28,7 +29,7 @@ from urllib.parse import urlparse
 import httpx
 import ray
 import redis
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 from ray import serve
 
 from chorus.runtime import API_APP, LOCAL_TIER_APP, deploy_api, deploy_local_tier, start_serve
@@ -197,6 +198,44 @@ def ensure_redis(settings: Settings, say: Log) -> bool:
     record.redis = _Started(pid=int(pidfile.read_text().strip()), address=f"{host}:{port}")
     _save_record(record)
     return True
+
+
+# --- The local tier's service key ----------------------------------------------------------------
+
+
+def _service_key_path() -> Path:
+    return data_dir() / "local-tier-key"
+
+
+def with_service_key(settings: Settings, say: Log | None = None, *, create: bool = True) -> Settings:
+    """Settings carrying the local tier's service key: the configured one (CHORUS_LOCAL__API_KEY),
+    else the one an earlier `chorus up` generated, else (`create`) a new one, kept for the next
+    `chorus up`. Without `create` the settings may come back without a key.
+
+    Kept as the key itself (mode 0600, like the CLI's credentials) because the model gateway must
+    send it; the tier holds only its digest. The same key on every run keeps a running fleet's
+    gateway and tier agreeing when `chorus up` redeploys only one of them.
+    """
+    if settings.local.service_token().strip():
+        return settings
+    path = _service_key_path()
+    try:
+        token = path.read_text().strip()
+    except OSError:
+        token = ""
+    if not token and not create:
+        return settings
+    if not token:
+        token = secrets.token_urlsafe(32)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Created 0600 rather than chmod-ed after: never readable by others, even briefly.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(token + "\n")
+        if say is not None:
+            say(f"generated the local tier's service key (saved to {path})")
+    local = settings.local.model_copy(update={"api_key": SecretStr(token)})
+    return settings.model_copy(update={"local": local})
 
 
 # --- Serve's port ---------------------------------------------------------------------------------

@@ -57,6 +57,10 @@ class LocalTierSettings(_Section):
     backend: Literal["llama_cpp", "vllm"] = "llama_cpp"
     # Where clients (the router, the openai SDK) reach the tier's OpenAI-compatible routes.
     base_url: str = "http://127.0.0.1:8000/llm/v1"
+    # The service key the fleet's own clients (the model gateway, /readyz, benchmarks) send: the
+    # tier's completion routes take no other key, so model use always goes through budgets and
+    # metrics. `chorus up` generates and keeps one when this is unset.
+    api_key: SecretStr | None = None
     model: str = "gemma-3-270m"
     replicas: int = Field(1, ge=1, le=64)
     threads: int = Field(2, ge=1, le=256)
@@ -72,6 +76,14 @@ class LocalTierSettings(_Section):
     )
     vllm_min_replicas: int = Field(1, ge=0)
     vllm_max_replicas: int = Field(2, ge=1)
+
+    def service_token(self) -> str:
+        """The service key as clients send it; "" when unset (the tier then refuses the call)."""
+        return self.api_key.get_secret_value() if self.api_key is not None else ""
+
+    def auth_headers(self) -> dict[str, str]:
+        token = self.service_token()
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 class PremiumTierSettings(_Section):
@@ -122,6 +134,9 @@ class CacheSettings(_Section):
 class BudgetSettings(_Section):
     # Applied to personas that do not set daily_budget_usd.
     default_daily_usd: float = Field(1.0, ge=0)
+    # An editor key may set a persona's daily budget up to this; above it the change needs an
+    # admin key, so a leaked or careless editor key cannot commit the fleet to large spend.
+    editor_ceiling_usd: float = Field(10.0, ge=0)
 
 
 class ServeSettings(_Section):
@@ -150,6 +165,9 @@ class FleetSettings(_Section):
     # more (the fleet was down) are skipped rather than posted in a burst.
     schedule_interval_s: float = Field(30.0, ge=0)
     schedule_catch_up_s: float = Field(3600.0, gt=0)
+    # A deleted persona's spec and engagement history are kept this long, restorable with
+    # `POST /v1/personas/{id}:restore`; 0 deletes them at once.
+    deleted_retention_days: float = Field(30.0, ge=0, le=3650)
 
 
 class ApiSettings(_Section):

@@ -7,23 +7,35 @@ and an actor can die, restart or be passivated without losing anything.
 from __future__ import annotations
 
 import json
+import math
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime
-from typing import Any, Literal
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
 
-import redis.asyncio as aioredis
+import redis
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
+from chorus.inputs import Integer
 from chorus.llm.types import BudgetExceeded
 from chorus.persona import PersonaSpec, Platform
 from chorus.store import EVENTS_BLOCK_MS, Keys
+
+if TYPE_CHECKING:  # annotations only: the CLI reads these models without a Redis client
+    import redis.asyncio as aioredis
 
 JobStatus = Literal["queued", "running", "done", "failed", "budget_exceeded"]
 PostStatus = Literal["accepted", "rejected"]
 JobSource = Literal["request", "schedule"]  # asked for (API, CLI, campaign) or due on a cadence
 TERMINAL_JOB_STATUSES = ("done", "failed", "budget_exceeded")
+# Why a job ended without finishing: budget_exceeded (the persona's daily budget would be passed),
+# persona_deleted, persona_actor_died (its process kept dying), tiers_unavailable (every model tier
+# failed), internal_error (a bug; the server log has the incident).
+JobErrorCode = Literal[
+    "budget_exceeded", "persona_deleted", "persona_actor_died", "tiers_unavailable", "internal_error"
+]
 
 
 def _day(ts: float | None = None) -> str:
@@ -32,6 +44,23 @@ def _day(ts: float | None = None) -> str:
 
 def new_job_id() -> str:
     return f"job_{uuid.uuid4().hex[:20]}"
+
+
+# Ids and positions go into Redis keys and commands: the API checks each against one of these
+# (and publishes them in its schema) before any reaches Redis. A ':' in an id would name another
+# key (`job:<id>:events` is a stream), and XREAD refuses stream ids past 64 bits.
+JOB_ID_PATTERN = r"^job_[A-Za-z0-9_-]{1,80}$"  # new_job_id(); a post's id is its job's id
+EVENT_ID_PATTERN = r"^[0-9]{1,19}(-[0-9]{1,19})?$"  # a Redis stream id, each part under 2**64
+# A page's last (created_at as repr(float), post id): digits only, not all that float() reads.
+CURSOR_PATTERN = r"^[0-9]{1,20}(\.[0-9]{1,20})?(e[-+][0-9]{1,3})?:job_[A-Za-z0-9_-]{1,80}$"
+
+
+def parse_cursor(cursor: str) -> tuple[float, str]:
+    """The (score, post id) a cursor names; ValueError when it is not one this API handed out."""
+    if re.fullmatch(CURSOR_PATTERN, cursor) is None:
+        raise ValueError("not a cursor from a previous page")
+    score, _, post_id = cursor.partition(":")
+    return float(score), post_id
 
 
 class NodeRecord(BaseModel):
@@ -72,7 +101,10 @@ class Job(BaseModel):
     started_at: float | None = None
     finished_at: float | None = None
     post_id: str | None = None
-    error: str | None = None
+    error_code: JobErrorCode | None = Field(
+        None, description="why the job did not finish, stable for programs (see `error` for people)"
+    )
+    error: str | None = Field(None, description="one line for people; details stay in the server log")
     attempts: int = 0
 
 
@@ -115,6 +147,13 @@ class PersonaStats(Audience):
     cost_per_accepted_post_usd: float | None
     prompt_tokens: int
     completion_tokens: int
+    # Spend next to the cost of posts: what was paid for posts that were stored but rejected, for
+    # jobs that stored nothing (failed or over budget), and all spend no stored post accounts for
+    # (those jobs, plus calls whose answer was lost with a crashed process and paid again).
+    rejected_cost_usd: float = Field(0.0, description="cost of the stored posts that review rejected")
+    spent_usd: float = Field(0.0, description="all model spend recorded for the persona")
+    failed_spend_usd: float = Field(0.0, description="spend of jobs that ended without a post")
+    unposted_spend_usd: float = Field(0.0, description="spend that no stored post's cost accounts for")
 
 
 class PostPage(BaseModel):
@@ -132,9 +171,10 @@ class EngagementReport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     platform: Platform
-    followers: int = Field(ge=0, description="followers of the account now")
-    impressions: int = Field(ge=0, description="times the persona's posts were shown in the period")
-    engagements: int = Field(
+    # A JSON `true` or "12" is a client's mistake, not a count.
+    followers: Integer = Field(ge=0, description="followers of the account now")
+    impressions: Integer = Field(ge=0, description="times the persona's posts were shown in the period")
+    engagements: Integer = Field(
         ge=0, description="likes, reposts, replies and clicks on the persona's posts in the period"
     )
 
@@ -208,6 +248,60 @@ return 1
 """
 
 
+# Delete a persona: its spec and index entries go; with a retention (ARGV[2] seconds) the spec and
+# its engagement reports move aside, restorable until they expire. One script, so a restore or a
+# re-create racing the delete sees all of it or none.
+_DELETE_PERSONA = """
+local spec = redis.call('GET', KEYS[1])
+if not spec then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('SREM', KEYS[3], ARGV[1])
+redis.call('SREM', KEYS[5], ARGV[1])
+local retain = tonumber(ARGV[2])
+if retain > 0 then
+  redis.call('SET', KEYS[6], spec, 'EX', retain)
+  if redis.call('EXISTS', KEYS[4]) == 1 then
+    redis.call('RENAME', KEYS[4], KEYS[7])
+    redis.call('EXPIRE', KEYS[7], retain)
+  else
+    redis.call('DEL', KEYS[7])
+  end
+else
+  redis.call('DEL', KEYS[4])
+end
+return 1
+"""
+
+# Undo a retained delete: -1 nothing retained, 0 the id is taken again, 1 restored.
+_RESTORE_PERSONA = """
+local spec = redis.call('GET', KEYS[6])
+if not spec then
+  return -1
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('SET', KEYS[1], spec)
+redis.call('SADD', KEYS[2], ARGV[1])
+local cadence = cjson.decode(spec)['cadence']
+if type(cadence) == 'table' and cadence['autopost'] == true then
+  redis.call('SADD', KEYS[3], ARGV[1])
+end
+if redis.call('EXISTS', KEYS[7]) == 1 then
+  redis.call('RENAME', KEYS[7], KEYS[4])
+  redis.call('PERSIST', KEYS[4])
+  redis.call('SADD', KEYS[5], ARGV[1])
+end
+redis.call('DEL', KEYS[6])
+return 1
+"""
+
+RestoreOutcome = Literal["restored", "taken", "gone"]
+
+
 class PersonaRepo:
     """Persona specs, the index of their ids, and the index of those that post on their cadence
     (the scheduler reads only these, not every spec, each round)."""
@@ -215,6 +309,8 @@ class PersonaRepo:
     def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
         self._r, self._k = client, keys
         self._create = client.register_script(_CREATE_PERSONA)
+        self._delete = client.register_script(_DELETE_PERSONA)
+        self._restore = client.register_script(_RESTORE_PERSONA)
 
     async def put(self, spec: PersonaSpec) -> bool:
         """Store a spec; returns True when it was new."""
@@ -248,13 +344,34 @@ class PersonaRepo:
         """The personas whose cadence has `autopost` on."""
         return await self._specs(await self._members(self._k("personas", "autopost")))
 
-    async def delete(self, persona_id: str) -> bool:
-        async with self._r.pipeline(transaction=True) as pipe:
-            pipe.delete(self._k("persona", persona_id))
-            pipe.srem(self._k("personas"), persona_id)
-            pipe.srem(self._k("personas", "autopost"), persona_id)
-            deleted, _, _ = await pipe.execute()
-        return bool(deleted)
+    def _lifecycle_keys(self, persona_id: str) -> list[str]:
+        return [
+            self._k("persona", persona_id),
+            self._k("personas"),
+            self._k("personas", "autopost"),
+            self._k("engagement", persona_id),
+            self._k("engaged"),
+            self._k("deleted", "persona", persona_id),
+            self._k("deleted", "engagement", persona_id),
+        ]
+
+    async def delete(self, persona_id: str, retain_s: float = 0.0) -> bool:
+        """Delete a persona and its engagement reports; False when it does not exist.
+
+        With `retain_s` the spec and the reports are kept aside that long for `restore` (a later
+        delete of the same id replaces them). Posts, their counters and spend are never touched.
+        """
+        keys = self._lifecycle_keys(persona_id)
+        return bool(await self._delete(keys=keys, args=[persona_id, str(max(0, int(retain_s)))]))
+
+    async def restore(self, persona_id: str) -> tuple[RestoreOutcome, PersonaSpec | None]:
+        """Bring back a persona deleted within its retention, with its engagement reports."""
+        outcome = int(await self._restore(keys=self._lifecycle_keys(persona_id), args=[persona_id]))
+        if outcome == -1:
+            return "gone", None
+        if outcome == 0:
+            return "taken", None
+        return "restored", await self.get(persona_id)
 
     async def _members(self, key: str) -> list[str]:
         members: set[bytes] = await self._r.smembers(key)  # type: ignore[assignment]
@@ -368,15 +485,34 @@ return 0
 """
 
 
+# Deletes a post once and unindexes it; its entry in the recent-posts list (what novelty is checked
+# against) goes too, so a deleted text no longer shapes new posts.
+_DELETE_POST = """
+if redis.call('DEL', KEYS[1]) == 0 then
+  return 0
+end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('LREM', KEYS[4], 1, ARGV[2])
+return 1
+"""
+
+
+def _recent_entry(post: Post) -> str:
+    # Byte-identical between save and delete: LREM matches the stored string exactly.
+    return json.dumps({"text": post.text, "topic": post.topic})
+
+
 class PostRepo:
     def __init__(self, client: aioredis.Redis, keys: Keys, recent_window: int = 20) -> None:
         self._r, self._k = client, keys
         self._recent_window = recent_window
         self._save = client.register_script(_SAVE_POST)
+        self._delete = client.register_script(_DELETE_POST)
 
     async def save(self, post: Post) -> bool:
         """Store a post; False when this job's post was already stored (a retried job)."""
-        recent = json.dumps({"text": post.text, "topic": post.topic})
+        recent = _recent_entry(post)
         stored = await self._save(
             keys=[
                 self._k("post", post.id),
@@ -403,6 +539,26 @@ class PostRepo:
         raw = await self._r.get(self._k("post", post_id))
         return Post.model_validate_json(raw) if raw else None
 
+    async def delete(self, post_id: str) -> bool:
+        """Delete a post and its index entries; False when there is none.
+
+        The persona's counters (posts, cost, tokens) stay: they record what was generated and
+        paid for, which deleting the text does not undo.
+        """
+        post = await self.get(post_id)
+        if post is None:
+            return False
+        deleted = await self._delete(
+            keys=[
+                self._k("post", post_id),
+                self._k("posts"),
+                self._k("posts", "persona", post.persona_id),
+                self._k("recent", post.persona_id),
+            ],
+            args=[post_id, _recent_entry(post)],
+        )
+        return bool(deleted)
+
     async def recent(self, persona_id: str) -> list[dict[str, str]]:
         """The persona's latest accepted posts ({text, topic}), newest first."""
         rows = await self._r.lrange(self._k("recent", persona_id), 0, self._recent_window - 1)
@@ -422,9 +578,10 @@ class PostRepo:
         index = self._k("posts", "persona", persona_id) if persona_id else self._k("posts")
         top: str = f"({until}" if until is not None else "+inf"
         skip_id: str | None = None
+        skip_score = 0.0
         if cursor:
-            score_text, _, skip_id = cursor.partition(":")
-            top = score_text
+            skip_score, skip_id = parse_cursor(cursor)
+            top = repr(skip_score)
         bottom = str(since) if since is not None else "-inf"
         found: list[Post] = []
         # Over-fetch only when a status filter may skip posts; otherwise a page is one read.
@@ -439,7 +596,7 @@ class PostRepo:
             wanted = [(m.decode(), s) for m, s in ids]
             if skip_id is not None:
                 # Posts sharing the cursor's score come after it only if their id sorts lower.
-                wanted = [(i, s) for i, s in wanted if not (str(s) == top and i >= skip_id)]
+                wanted = [(i, s) for i, s in wanted if not (s == skip_score and i >= skip_id)]
             raws = await self._r.mget([self._k("post", i) for i, _ in wanted]) if wanted else []
             for raw in raws:
                 if raw is None:
@@ -468,12 +625,20 @@ class PostRepo:
         raw = {k.decode(): v.decode() for k, v in fields.items()}
         accepted = int(raw.get("accepted", 0))
         accepted_cost = float(raw.get("accepted_cost_usd", 0))
+        cost = float(raw.get("cost_usd", 0))
+        spent = float(raw.get("spent_usd", 0))
         return PersonaStats(
             persona_id=persona_id,
             posts=int(raw.get("posts", 0)),
             accepted=accepted,
             rejected=int(raw.get("rejected", 0)),
-            cost_usd=float(raw.get("cost_usd", 0)),
+            cost_usd=cost,
+            rejected_cost_usd=max(0.0, cost - accepted_cost),
+            spent_usd=spent,
+            failed_spend_usd=float(raw.get("failed_spend_usd", 0)),
+            # Spend recorded before the ledger counted it (or by calls made without a ledger) is
+            # not known: never show a negative remainder.
+            unposted_spend_usd=max(0.0, spent - cost),
             spend_today_usd=spend_today,
             daily_budget_usd=budget,
             cost_per_accepted_post_usd=accepted_cost / accepted if accepted else None,
@@ -518,28 +683,176 @@ class ScheduleRepo:
         return [raw.decode() if raw is not None else None for raw in raws]
 
 
+# Reservations: each paid call's worst case is held on the day's spend key under an id, with a
+# lease and the process holding it, in the persona's `reservations` hash (JSON records, read in
+# Lua with cjson). A call that dies unsettled (its process killed mid-call) would otherwise
+# leave its worst case on the ledger for good: an expired lease, or a restart of the process that
+# held it, gives the amount back. `reservations` (a set) indexes the personas with any open.
+_RESERVATION_FNS = """
+local function release(hash, field, raw)
+  local r = cjson.decode(raw)
+  redis.call('HDEL', hash, field)
+  if redis.call('EXISTS', r.key) == 1 then
+    redis.call('INCRBYFLOAT', r.key, '-' .. r.amount)
+  end
+end
+local function sweep(hash, now, holder)
+  local released = 0
+  local all = redis.call('HGETALL', hash)
+  for i = 1, #all, 2 do
+    local r = cjson.decode(all[i + 1])
+    if tonumber(r.expires) <= now or (holder ~= '' and r.holder == holder) then
+      release(hash, all[i], all[i + 1])
+      released = released + 1
+    end
+  end
+  return released
+end
+local function unindex(hash, index, persona)
+  if redis.call('HLEN', hash) == 0 then
+    redis.call('SREM', index, persona)
+  end
+end
+"""
+
 # Reserve only if the worst case still fits the budget; both sides run inside Redis, so
-# concurrent jobs of one persona can never reserve past it together.
-_RESERVE = """
+# concurrent jobs of one persona can never reserve past it together. Expired leases go first, so
+# a dead call's hold never refuses a live one.
+# KEYS: spend key, reservations hash, index. ARGV: amount, budget, id, record, now, persona.
+_RESERVE = _RESERVATION_FNS + """
+sweep(KEYS[2], tonumber(ARGV[5]), '')
 local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
 local amount = tonumber(ARGV[1])
 if spent + amount > tonumber(ARGV[2]) + 1e-12 then
+  unindex(KEYS[2], KEYS[3], ARGV[6])
   return {0, tostring(spent)}
 end
 redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[1], 172800)
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+redis.call('EXPIRE', KEYS[2], 172800)
+redis.call('SADD', KEYS[3], ARGV[6])
 return {1, tostring(spent)}
 """
 
+# Replace a reservation by what the call really cost. One already given back (its lease ran out
+# or its holder restarted before the answer came) is charged in full: the call was made.
+# Lifetime spend (and the job's, when the call was for a job) is counted here, where it is known.
+# KEYS: reservations hash, today's spend key, stats hash, job spend key, index.
+# ARGV: id, actual, '1' when there is a job, persona.
+_SETTLE = _RESERVATION_FNS + """
+local actual = tonumber(ARGV[2])
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if raw then
+  local r = cjson.decode(raw)
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  if ARGV[2] ~= r.amount and redis.call('EXISTS', r.key) == 1 then
+    redis.call('INCRBYFLOAT', r.key, ARGV[2])
+    redis.call('INCRBYFLOAT', r.key, '-' .. r.amount)
+  end
+  unindex(KEYS[1], KEYS[5], ARGV[4])
+elseif actual > 0 then
+  redis.call('INCRBYFLOAT', KEYS[2], ARGV[2])
+  redis.call('EXPIRE', KEYS[2], 172800)
+end
+if actual > 0 then
+  redis.call('HINCRBYFLOAT', KEYS[3], 'spent_usd', ARGV[2])
+  if ARGV[3] == '1' then
+    redis.call('INCRBYFLOAT', KEYS[4], ARGV[2])
+    redis.call('EXPIRE', KEYS[4], 604800)
+  end
+end
+return 1
+"""
+
+# Give back every reservation of one persona whose lease ran out or whose holder is named.
+# KEYS: reservations hash, index. ARGV: now, holder ('' for leases only), persona.
+_SWEEP = _RESERVATION_FNS + """
+local released = sweep(KEYS[1], tonumber(ARGV[1]), ARGV[2])
+unindex(KEYS[1], KEYS[2], ARGV[3])
+return released
+"""
+
+# A job that ended without a post: move what it spent into the persona's failed-job spend, once.
+_CHARGE_FAILED_JOB = """
+local spent = redis.call('GET', KEYS[1])
+if spent then
+  redis.call('DEL', KEYS[1])
+  redis.call('HINCRBYFLOAT', KEYS[2], 'failed_spend_usd', spent)
+  return spent
+end
+return '0'
+"""
+
+# Long enough for a call with all its retries at the router's default timeout; a live call past
+# it is still charged in full when it settles.
+DEFAULT_LEASE_S = 300.0
+
+
+class Reservation(BaseModel):
+    """A paid call's worst case, held on a persona's ledger until the call settles."""
+
+    id: str
+    persona_id: str
+    amount_usd: float
+    expires_at: float
+    holder: str
+    job_id: str | None
+
+
+def budget_resets_at(now: float | None = None) -> datetime:
+    """When today's spend ledgers start over: the next midnight UTC."""
+    today = datetime.fromtimestamp(time.time() if now is None else now, UTC).date()
+    return datetime(today.year, today.month, today.day, tzinfo=UTC) + timedelta(days=1)
+
+
+def usd(amount: float) -> str:
+    """Dollars with three significant digits however small ($0.000123, not $0.0001), no exponent."""
+    if amount <= 0:
+        return "$0.00"
+    decimals = min(12, max(2, 2 - math.floor(math.log10(amount))))
+    return f"${amount:.{decimals}f}"
+
+
+def budget_exceeded_message(exc: BudgetExceeded, now: float | None = None) -> str:
+    """One line for a job stopped by its budget: what was spent, of what, and when it resets."""
+    resets = budget_resets_at(now)
+    return (
+        f"persona {exc.persona_id!r} has spent {usd(exc.spent_usd)} of its {usd(exc.budget_usd)} "
+        f"daily budget and the next model call could cost up to {usd(exc.needed_usd)}; "
+        f"the budget resets at {resets:%Y-%m-%d %H:%M} UTC"
+    )
+
 
 class SpendLedger:
-    """A persona's spend for today (UTC) in Redis; implements the router's SpendGuard."""
+    """A persona's spend for today (UTC) in Redis; implements the router's SpendGuard.
 
-    def __init__(self, client: aioredis.Redis, keys: Keys, persona_id: str, budget_usd: float):
+    `job_id` names the job the calls are for (its spend is then counted per job), `holder` the
+    process making them (so a restart of that process can release what its dead calls held),
+    `lease_s` how long a reservation may stay unsettled before it is given back.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        persona_id: str,
+        budget_usd: float,
+        *,
+        job_id: str | None = None,
+        holder: str = "",
+        lease_s: float = DEFAULT_LEASE_S,
+    ):
         self._r, self._k = client, keys
         self.persona_id = persona_id
         self.budget_usd = budget_usd
+        self.job_id = job_id
+        self.holder = holder
+        self.lease_s = lease_s
         self._reserve = client.register_script(_RESERVE)
+        self._settle = client.register_script(_SETTLE)
+        self._sweep = client.register_script(_SWEEP)
+        self._charge_failed = client.register_script(_CHARGE_FAILED_JOB)
 
     @classmethod
     def of(
@@ -554,14 +867,127 @@ class SpendLedger:
     def _key(self) -> str:
         return self._k("spend", self.persona_id, _day())
 
-    async def spent_today(self) -> float:
-        return float(await self._r.get(self._key()) or 0)
+    def _reservations(self) -> str:
+        return self._k("reservations", self.persona_id)
 
-    async def reserve(self, amount_usd: float) -> None:
-        ok, spent = await self._reserve(keys=[self._key()], args=[repr(amount_usd), repr(self.budget_usd)])
+    def _job_key(self, job_id: str) -> str:
+        return self._k("jobspend", job_id)
+
+    async def spent_today(self) -> float:
+        # Giving back reservations leaves float dust: a ledger is never below zero.
+        return max(0.0, float(await self._r.get(self._key()) or 0))
+
+    async def reserve(self, amount_usd: float) -> str:
+        """Hold the call's worst case; returns the reservation's id for `settle`."""
+        reservation = uuid.uuid4().hex
+        now = time.time()
+        record = json.dumps(
+            {
+                # As text, the way Redis adds it: Lua numbers would round it to 14 digits.
+                "amount": repr(amount_usd),
+                "key": self._key(),
+                "expires": now + self.lease_s,
+                "holder": self.holder,
+                "job": self.job_id,
+            }
+        )
+        ok, spent = await self._reserve(
+            keys=[self._key(), self._reservations(), self._k("reservations")],
+            args=[repr(amount_usd), repr(self.budget_usd), reservation, record, repr(now), self.persona_id],
+        )
         if not int(ok):
             raise BudgetExceeded(self.persona_id, float(spent), self.budget_usd, amount_usd)
+        return reservation
 
-    async def settle(self, reserved_usd: float, actual_usd: float) -> None:
-        if actual_usd != reserved_usd:
-            await self._r.incrbyfloat(self._key(), actual_usd - reserved_usd)
+    async def settle(self, reservation: str, actual_usd: float) -> None:
+        """Replace the reservation by the call's real cost (0 for a call that failed unpaid)."""
+        job_key = self._job_key(self.job_id) if self.job_id else self._k("jobspend", "-")
+        await self._settle(
+            keys=[
+                self._reservations(),
+                self._key(),
+                self._k("stats", self.persona_id),
+                job_key,
+                self._k("reservations"),
+            ],
+            args=[reservation, repr(actual_usd), "1" if self.job_id else "0", self.persona_id],
+        )
+
+    async def outstanding(self) -> list[Reservation]:
+        """The reservations not settled yet (calls in flight, or dead ones not yet given back)."""
+        rows: dict[bytes, bytes] = await self._r.hgetall(self._reservations())  # type: ignore[assignment]
+        out = []
+        for rid, raw in rows.items():
+            r = json.loads(raw)
+            out.append(
+                Reservation(
+                    id=rid.decode(),
+                    persona_id=self.persona_id,
+                    amount_usd=r["amount"],
+                    expires_at=r["expires"],
+                    holder=r["holder"],
+                    job_id=r["job"],
+                )
+            )
+        return out
+
+    async def release_expired(self, now: float | None = None) -> int:
+        """Give back the reservations whose lease ran out; returns how many."""
+        return await release_reservations(self._r, self._k, [self.persona_id], now=now)
+
+    async def charge_failed_job(self, job_id: str) -> float:
+        """Count what a job that stored no post spent as failed-job spend (once); returns it."""
+        spent = await self._charge_failed(keys=[self._job_key(job_id), self._k("stats", self.persona_id)])
+        return float(spent)
+
+    async def job_spend(self, job_id: str) -> float:
+        """What the job's model calls have cost so far."""
+        return float(await self._r.get(self._job_key(job_id)) or 0)
+
+
+async def release_reservations(
+    client: aioredis.Redis,
+    keys: Keys,
+    persona_ids: list[str] | None = None,
+    *,
+    holder: str = "",
+    now: float | None = None,
+) -> int:
+    """Give back the reservations of dead calls: those past their lease and, when `holder` is
+    given, every one that process held (it restarted: none of its calls is still running).
+    Covers the named personas, or every persona with an open reservation; returns how many."""
+    if persona_ids is None:
+        members: set[bytes] = await client.smembers(keys("reservations"))  # type: ignore[assignment]
+        persona_ids = sorted(m.decode() for m in members)
+    sweep = client.register_script(_SWEEP)
+    now = time.time() if now is None else now
+    released = 0
+    for persona_id in persona_ids:
+        released += int(
+            await sweep(
+                keys=[keys("reservations", persona_id), keys("reservations")],
+                args=[repr(now), holder, persona_id],
+            )
+        )
+    return released
+
+
+def take_over_reservations(client: redis.Redis, keys: Keys, role: str, holder: str) -> int:
+    """Make `holder` the process playing `role` (one per role, e.g. a namespace's model gateway)
+    and give back every reservation the previous holder of the role left: that process is gone,
+    so none of its calls will settle. Synchronous, for a Ray actor's `__init__`; returns how many."""
+    previous: bytes | None = client.getset(keys("holder", role), holder)  # type: ignore[assignment]
+    if previous is None:
+        return 0
+    members: set[bytes] = client.smembers(keys("reservations"))  # type: ignore[assignment]
+    sweep = client.register_script(_SWEEP)
+    now = time.time()
+    released = 0
+    for persona_id in sorted(m.decode() for m in members):
+        released += int(
+            sweep(
+                keys=[keys("reservations", persona_id), keys("reservations")],
+                args=[repr(now), previous.decode(), persona_id],
+            )
+        )
+    return released

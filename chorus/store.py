@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import redis
-import redis.asyncio as aioredis
+from typing import TYPE_CHECKING
 
 from chorus.settings import Settings
+
+if TYPE_CHECKING:  # imported where a client is made: modules that only need Keys stay light
+    import redis
+    import redis.asyncio as aioredis
 
 
 class Keys:
@@ -29,10 +32,14 @@ SOCKET_TIMEOUT_S = 30.0
 
 
 def async_redis(settings: Settings) -> aioredis.Redis:
+    import redis.asyncio as aioredis
+
     return aioredis.Redis.from_url(
         settings.redis.url, decode_responses=False, socket_timeout=SOCKET_TIMEOUT_S
     )
 
 
 def sync_redis(settings: Settings) -> redis.Redis:
+    import redis
+
     return redis.Redis.from_url(settings.redis.url, decode_responses=False, socket_timeout=SOCKET_TIMEOUT_S)

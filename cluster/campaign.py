@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from actors.fleet import Fleet
 from chorus.persona import PersonaSpec, PersonaSpecError, load_persona_dir, load_persona_file
 from chorus.runtime import connect_ray
+from chorus.services import with_service_key
 from chorus.settings import Settings, SettingsError, load_settings
 from chorus.state import Job, Post
 
@@ -142,12 +143,23 @@ def _check_services(settings: Settings) -> None:
         ) from None
     models = settings.local.base_url.rstrip("/") + "/models"
     try:
-        httpx.get(models, timeout=5).raise_for_status()
+        answer = httpx.get(models, timeout=5, headers=settings.local.auth_headers())
     except httpx.HTTPError as exc:
         raise RuntimeError(
             f"the local tier at {settings.local.base_url} is not answering ({exc}); start the fleet "
             "(`chorus up`) or set CHORUS_LOCAL__BASE_URL"
         ) from None
+    if answer.status_code in (401, 403):
+        raise RuntimeError(
+            f"the local tier at {settings.local.base_url} refuses this process's service key; set "
+            "CHORUS_LOCAL__API_KEY to the fleet's (`chorus up` keeps it in "
+            "~/.local/share/chorus/local-tier-key)"
+        )
+    if answer.status_code != 200:
+        raise RuntimeError(
+            f"the local tier at {settings.local.base_url} answers HTTP {answer.status_code}; start the fleet "
+            "(`chorus up`) or set CHORUS_LOCAL__BASE_URL"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.posts_per_persona < 1:
         parser.error("--posts-per-persona must be at least 1")
     try:
-        settings = load_settings()
+        # The service key of a fleet `chorus up` started on this machine, unless one is configured.
+        settings = with_service_key(load_settings(), create=False)
         personas = _load(args.personas)
         _check_services(settings)
         connect_ray(settings)

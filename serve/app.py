@@ -13,27 +13,29 @@ benchmark can serve the very same handlers with bare uvicorn.
 import asyncio
 import json
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import ray
 import redis.asyncio as aioredis
-from fastapi import Depends, FastAPI, Header, Query, Response
+from fastapi import Depends, FastAPI, Header, Path, Query, Response
 from fastapi.responses import StreamingResponse
 from ray import serve
 from ray.serve import Application
 
-from actors.fleet import Fleet, PlatformNotUsed
-from chorus.auth import KeyStore
+from actors.fleet import Fleet, NothingToRestore, PersonaExists, PlatformNotUsed
+from chorus.auth import ApiKey, KeyStore, LastAdminKey, role_allows
 from chorus.llm.router import BudgetExceeded
-from chorus.persona import PersonaSpec
+from chorus.persona import PERSONA_ID_PATTERN, PersonaSpec
 from chorus.settings import ApiSettings, Settings, load_settings
 from chorus.state import (
+    CURSOR_PATTERN,
+    EVENT_ID_PATTERN,
+    JOB_ID_PATTERN,
     TERMINAL_JOB_STATUSES,
     Engagement,
     EngagementReport,
@@ -45,7 +47,7 @@ from chorus.state import (
     Schedule,
 )
 from chorus.store import keys_for
-from serve.auth import Authorizer
+from serve.auth import KEY_ID_PATTERN, Authenticate, Authorizer
 from serve.errors import ApiError, GuardMiddleware, budget_error, install_error_handlers
 from serve.schemas import (
     EngagementList,
@@ -58,6 +60,7 @@ from serve.schemas import (
     KeyCreate,
     KeyCreated,
     KeyList,
+    KeysPurged,
     PersonaList,
     Readiness,
     SseMessage,
@@ -88,15 +91,30 @@ def _timestamp(value: datetime | None) -> float | None:
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
 
 
-def _check_cursor(cursor: str) -> None:
-    # Post pages are indexed by (created_at, id); the cursor is the last pair returned.
-    score, sep, post_id = cursor.partition(":")
-    try:
-        valid = bool(sep and post_id) and math.isfinite(float(score))
-    except ValueError:
-        valid = False
-    if not valid:
-        raise ApiError(422, "invalid_field", "cursor: not a cursor from a previous page", field="cursor")
+# Every id in a path is checked against its pattern before it names a Redis key; one that does
+# not match is answered as the resource's 404 (serve/errors.py), and the schema shows the pattern.
+PersonaId = Annotated[str, Path(pattern=PERSONA_ID_PATTERN)]
+JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN)]
+PostId = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="A post's id is its job's id.")]
+KeyId = Annotated[str, Path(pattern=KEY_ID_PATTERN)]
+
+
+def _check_budget_change(
+    settings: Settings, key: ApiKey, spec: PersonaSpec, previous: PersonaSpec | None
+) -> None:
+    """Only an admin may set a daily budget above the ceiling; keeping one already set is fine."""
+    budget, ceiling = spec.daily_budget_usd, settings.budget.editor_ceiling_usd
+    if budget is None or budget <= ceiling or role_allows(key.role, "admin"):
+        return
+    if previous is not None and previous.daily_budget_usd == budget:
+        return
+    raise ApiError(
+        403,
+        "forbidden",
+        f"daily_budget_usd: ${budget:g} is above budget.editor_ceiling_usd (${ceiling:g}); "
+        f"setting it needs the admin role, the key has {key.role}",
+        field="daily_budget_usd",
+    )
 
 
 async def _event_stream(events: AsyncIterator[JobEvent], keepalive_s: float) -> AsyncIterator[str]:
@@ -186,6 +204,9 @@ def create_app(settings: Settings) -> FastAPI:
         docs_url="/docs",
         redoc_url=None,
     )
+    # Added last, so outermost: the guard's size limit and incident ids cover authentication too.
+    open_paths = {"/healthz", "/readyz", app.docs_url, app.openapi_url, app.swagger_ui_oauth2_redirect_url}
+    app.add_middleware(Authenticate, authorizer=auth, open_paths={p for p in open_paths if p})
     app.add_middleware(GuardMiddleware, max_body_bytes=limits.max_body_bytes)
     install_error_handlers(app)
     authed = _errors(401, 403, 422)
@@ -215,7 +236,10 @@ def create_app(settings: Settings) -> FastAPI:
             await _within(fleet.redis.ping(), CHECK_TIMEOUT_S)
 
         async def local_tier_check() -> None:
-            response = await http.get(settings.local.base_url.rstrip("/") + "/models")
+            # With the gateway's service key: a tier that would refuse the fleet is not ready.
+            response = await http.get(
+                settings.local.base_url.rstrip("/") + "/models", headers=settings.local.auth_headers()
+            )
             response.raise_for_status()
 
         async def directory_check() -> None:
@@ -249,8 +273,10 @@ def create_app(settings: Settings) -> FastAPI:
         dependencies=[editor],
         responses=_errors(401, 403, 409, 413, 422),
     )
-    async def create_persona(spec: PersonaSpec) -> PersonaSpec:
-        """Create a persona; the id must be new (PUT replaces one)."""
+    async def create_persona(spec: PersonaSpec, key: ApiKey = editor) -> PersonaSpec:
+        """Create a persona; the id must be new (PUT replaces one). A daily budget above
+        `budget.editor_ceiling_usd` needs an admin key."""
+        _check_budget_change(settings, key, spec, None)
         if not await fleet.create(spec):
             raise ApiError(409, "persona_exists", f"persona {spec.id!r} already exists; PUT replaces it")
         return spec
@@ -258,17 +284,20 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get(
         "/v1/personas/{persona_id}", tags=["personas"], dependencies=[viewer], responses=_errors(401, 404)
     )
-    async def get_persona(persona_id: str) -> PersonaSpec:
+    async def get_persona(persona_id: PersonaId) -> PersonaSpec:
         return await fleet.persona(persona_id)
 
     @app.put(
         "/v1/personas/{persona_id}",
         tags=["personas"],
         dependencies=[editor],
-        responses={**_errors(401, 403, 413, 422), 201: {"model": PersonaSpec, "description": "Created"}},
+        responses={**_errors(401, 403, 404, 413, 422), 201: {"model": PersonaSpec, "description": "Created"}},
     )
-    async def put_persona(persona_id: str, spec: PersonaSpec, response: Response) -> PersonaSpec:
-        """Create or replace a persona; running jobs keep the old spec, the next job uses this one."""
+    async def put_persona(
+        persona_id: PersonaId, spec: PersonaSpec, response: Response, key: ApiKey = editor
+    ) -> PersonaSpec:
+        """Create or replace a persona; running jobs keep the old spec, the next job uses this one.
+        Raising the daily budget above `budget.editor_ceiling_usd` needs an admin key."""
         if spec.id != persona_id:
             raise ApiError(
                 422,
@@ -276,6 +305,7 @@ def create_app(settings: Settings) -> FastAPI:
                 f"id: {spec.id!r} differs from the id in the path {persona_id!r}",
                 field="id",
             )
+        _check_budget_change(settings, key, spec, await fleet.personas.get(persona_id))
         if await fleet.apply(spec):
             response.status_code = 201
         return spec
@@ -287,10 +317,26 @@ def create_app(settings: Settings) -> FastAPI:
         dependencies=[editor],
         responses=_errors(401, 403, 404),
     )
-    async def delete_persona(persona_id: str) -> Response:
-        """Delete a persona; its posts stay, its queued jobs fail."""
+    async def delete_persona(persona_id: PersonaId) -> Response:
+        """Delete a persona; its posts stay, its queued jobs fail, its actor stops. The spec and its
+        engagement history stay restorable for `fleet.deleted_retention_days`."""
         await fleet.delete(persona_id)
         return Response(status_code=204)
+
+    @app.post(
+        "/v1/personas/{persona_id}:restore",
+        tags=["personas"],
+        dependencies=[editor],
+        responses=_errors(401, 403, 404, 409),
+    )
+    async def restore_persona(persona_id: PersonaId) -> PersonaSpec:
+        """Bring back a deleted persona, with its engagement history, within the retention."""
+        try:
+            return await fleet.restore(persona_id)
+        except PersonaExists as exc:
+            raise ApiError(409, "persona_exists", str(exc)) from None
+        except NothingToRestore as exc:
+            raise ApiError(404, "persona_not_found", str(exc)) from None
 
     @app.get(
         "/v1/personas/{persona_id}/stats",
@@ -298,7 +344,7 @@ def create_app(settings: Settings) -> FastAPI:
         dependencies=[viewer],
         responses=_errors(401, 404),
     )
-    async def persona_stats(persona_id: str) -> PersonaStats:
+    async def persona_stats(persona_id: PersonaId) -> PersonaStats:
         """Posts, accepted and rejected, spend today, cost per accepted post and, once a platform
         has reported engagement, followers, engagement rate and cost per follower."""
         return await fleet.stats(persona_id)
@@ -310,7 +356,7 @@ def create_app(settings: Settings) -> FastAPI:
         dependencies=[editor],
         responses=_errors(401, 403, 404, 413, 422),
     )
-    async def report_engagement(persona_id: str, report: EngagementReport) -> Engagement:
+    async def report_engagement(persona_id: PersonaId, report: EngagementReport) -> Engagement:
         """Record what a platform reports of the persona's account (followers now, impressions and
         engagements over a period); the latest report per platform replaces the previous one and
         feeds the engagement rate and cost per follower in stats and metrics."""
@@ -325,7 +371,7 @@ def create_app(settings: Settings) -> FastAPI:
         dependencies=[viewer],
         responses=_errors(401, 404),
     )
-    async def persona_schedule(persona_id: str) -> Schedule:
+    async def persona_schedule(persona_id: PersonaId) -> Schedule:
         """Today's posting slots (the persona's local day, from its cadence) and, for an autoposting
         persona, the job queued for each slot that has come due."""
         return await fleet.schedule(persona_id)
@@ -336,7 +382,7 @@ def create_app(settings: Settings) -> FastAPI:
         dependencies=[viewer],
         responses=_errors(401, 404),
     )
-    async def persona_engagement(persona_id: str) -> EngagementList:
+    async def persona_engagement(persona_id: PersonaId) -> EngagementList:
         """The latest engagement report of each of the persona's platforms."""
         return EngagementList(engagements=await fleet.engagements(persona_id))
 
@@ -352,7 +398,7 @@ def create_app(settings: Settings) -> FastAPI:
         },
     )
     async def generate(
-        persona_id: str,
+        persona_id: PersonaId,
         response: Response,
         request: GenerateRequest | None = None,
         run_async: bool = Query(False, alias="async", description="Answer 202 with the jobs at once."),
@@ -373,6 +419,8 @@ def create_app(settings: Settings) -> FastAPI:
             raise ApiError(
                 422, "invalid_field", f"timeout_s: at most {limits.max_sync_timeout_s:g}", field="timeout_s"
             )
+        # One deadline for the whole request, queueing included: past it the answer is 202.
+        deadline = time.monotonic() + timeout_s
         await fleet.persona(persona_id)
         waits = not run_async
         if waits and sync_waits >= limits.max_sync_waits:
@@ -388,7 +436,6 @@ def create_app(settings: Settings) -> FastAPI:
             if run_async:
                 jobs = [job for job in [await fleet.job(j) for j in job_ids] if job is not None]
             else:
-                deadline = time.monotonic() + timeout_s
                 jobs = []
                 for job_id in job_ids:
                     try:
@@ -401,16 +448,19 @@ def create_app(settings: Settings) -> FastAPI:
             response.status_code = 202
             response.headers["Location"] = f"/v1/jobs/{jobs[0].id}"
         elif any(job.status == "budget_exceeded" for job in jobs):
-            ledger = fleet.ledger(await fleet.persona(persona_id))
+            spec = await fleet.persona(persona_id)
+            ledger = fleet.ledger(spec)
             error = budget_error(
-                BudgetExceeded(persona_id, await ledger.spent_today(), ledger.budget_usd, 0.0)
+                BudgetExceeded(
+                    persona_id, await ledger.spent_today(), ledger.budget_usd, fleet.first_call_usd(spec)
+                )
             )
             error.body.details = {**(error.body.details or {}), "jobs": [job.id for job in jobs]}
             raise error
         return GenerateResponse(jobs=[await job_detail(job) for job in jobs])
 
     @app.get("/v1/jobs/{job_id}", tags=["jobs"], dependencies=[viewer], responses=_errors(401, 404))
-    async def get_job(job_id: str) -> JobDetail:
+    async def get_job(job_id: JobId) -> JobDetail:
         """A job's status, and its post once done."""
         return await job_detail(await known_job(job_id))
 
@@ -429,14 +479,14 @@ def create_app(settings: Settings) -> FastAPI:
             },
         },
     )
-    async def job_events(job_id: str, last_event_id: str | None = Header(None)) -> StreamingResponse:
+    async def job_events(
+        job_id: JobId,
+        last_event_id: str = Header(
+            "0", pattern=EVENT_ID_PATTERN, description="Resume after this event (its `id`)."
+        ),
+    ) -> StreamingResponse:
         await known_job(job_id)
-        after = last_event_id or "0"
-        first, sep, second = after.partition("-")
-        if not (first.isdigit() and (not sep or second.isdigit())):
-            raise ApiError(
-                422, "invalid_field", "Last-Event-ID: not an event id from this stream", field="Last-Event-ID"
-            )
+        after = last_event_id
         return StreamingResponse(
             _event_stream(fleet.events(job_id, after=after), limits.sse_keepalive_s),
             media_type="text/event-stream",
@@ -447,16 +497,18 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/v1/posts", tags=["posts"], dependencies=[viewer], responses=authed)
     async def list_posts(
-        persona: str | None = Query(None, description="Only this persona's posts."),
+        persona: str | None = Query(
+            None, pattern=PERSONA_ID_PATTERN, description="Only this persona's posts."
+        ),
         status: PostStatus | None = Query(None),
         since: datetime | None = Query(None, description="ISO 8601 or Unix time, inclusive."),
         until: datetime | None = Query(None, description="ISO 8601 or Unix time, exclusive."),
-        cursor: str | None = Query(None, description="next_cursor of the previous page."),
+        cursor: str | None = Query(
+            None, pattern=CURSOR_PATTERN, description="next_cursor of the previous page."
+        ),
         limit: int = Query(50, ge=1, le=200),
     ) -> PostPage:
         """Posts, newest first, one page at a time."""
-        if cursor is not None:
-            _check_cursor(cursor)
         return await fleet.posts(
             persona_id=persona,
             status=status,
@@ -465,6 +517,19 @@ def create_app(settings: Settings) -> FastAPI:
             cursor=cursor,
             limit=limit,
         )
+
+    @app.delete(
+        "/v1/posts/{post_id}",
+        status_code=204,
+        tags=["posts"],
+        dependencies=[editor],
+        responses=_errors(401, 403, 404),
+    )
+    async def delete_post(post_id: PostId) -> Response:
+        """Delete a post. The persona's counters and spend keep what it cost."""
+        if not await fleet.delete_post(post_id):
+            raise ApiError(404, "post_not_found", f"post {post_id!r} does not exist")
+        return Response(status_code=204)
 
     @app.get("/v1/status", tags=["fleet"], dependencies=[viewer], responses=authed)
     async def fleet_status() -> FleetStatus:
@@ -484,13 +549,26 @@ def create_app(settings: Settings) -> FastAPI:
         return KeyCreated(**key.model_dump(), key=token)
 
     @app.get("/v1/keys", tags=["keys"], dependencies=[admin], responses=authed)
-    async def list_keys() -> KeyList:
-        return KeyList(keys=await key_store.list())
+    async def list_keys(
+        include_revoked: bool = Query(False, description="Also list revoked keys not yet purged."),
+    ) -> KeyList:
+        """Live keys, oldest first."""
+        return KeyList(keys=await key_store.list(include_revoked=include_revoked))
 
-    @app.delete("/v1/keys/{key_id}", tags=["keys"], dependencies=[admin], responses=_errors(401, 403, 404))
-    async def revoke_key(key_id: str) -> KeyList:
-        """Revoke a key; it is refused from the next request on."""
-        key = await key_store.revoke(key_id)
+    @app.post("/v1/keys:purge", tags=["keys"], dependencies=[admin], responses=authed)
+    async def purge_keys() -> KeysPurged:
+        """Delete the records of every revoked key (they are refused either way)."""
+        return KeysPurged(purged=await key_store.purge_revoked())
+
+    @app.delete(
+        "/v1/keys/{key_id}", tags=["keys"], dependencies=[admin], responses=_errors(401, 403, 404, 409)
+    )
+    async def revoke_key(key_id: KeyId) -> KeyList:
+        """Revoke a key; it is refused from the next request on. The last admin key stays."""
+        try:
+            key = await key_store.revoke(key_id)
+        except LastAdminKey as exc:
+            raise ApiError(409, "last_admin_key", str(exc)) from None
         if key is None:
             raise ApiError(404, "key_not_found", f"API key {key_id!r} does not exist")
         return KeyList(keys=[key])

@@ -5,16 +5,22 @@
 | 400    | bad_request          | a body FastAPI cannot read at all (e.g. a broken form)        |
 | 401    | missing_key          | no ``Authorization: Bearer <key>`` header                     |
 | 401    | invalid_key          | the key is malformed, unknown or revoked                      |
-| 402    | budget_exceeded      | the persona's daily budget is spent (details: spent, budget)  |
-| 403    | forbidden            | the key's role may not do this                                |
-| 404    | persona_not_found    | no persona with that id                                       |
-| 404    | job_not_found        | no job with that id                                           |
-| 404    | key_not_found        | no API key with that id                                       |
+| 402    | budget_exceeded      | the budget cannot hold the next model call (details:          |
+|        |                      | spent_usd, budget_usd, next_call_usd, resets_at)              |
+| 403    | forbidden            | the key's role may not do this (e.g. an editor setting a      |
+|        |                      | daily budget above ``budget.editor_ceiling_usd``)             |
+| 404    | persona_not_found    | no persona with that id (or the id cannot be one)             |
+|        |                      | restore: no deleted persona kept under that id                |
+| 404    | job_not_found        | no job with that id (or the id cannot be one)                 |
+| 404    | key_not_found        | no API key with that id (or the id cannot be one)             |
+| 404    | post_not_found       | no post with that id (or the id cannot be one)                |
 | 404    | not_found            | no such route                                                 |
 | 405    | method_not_allowed   | the route exists, the method does not                         |
 | 409    | persona_exists       | creating a persona whose id is taken (update it with PUT)     |
+|        |                      | or restoring one whose id is taken again                      |
+| 409    | last_admin_key       | revoking the last live admin key (create another one first)   |
 | 413    | body_too_large       | the body is over ``api.max_body_bytes``                       |
-| 422    | invalid_json         | the body is not a JSON object                                 |
+| 422    | invalid_json         | the body is not a JSON object (or not UTF-8 text)             |
 | 422    | unknown_field        | a field the model does not have                               |
 | 422    | invalid_field        | a field with a wrong type or value (``field`` names it)       |
 | 500    | internal_error       | a bug; the client gets this line, the log gets the traceback  |
@@ -23,6 +29,8 @@
 | 503    | not_ready            | ``/readyz``: a dependency is down (details: each check)       |
 
 Every refusal happens before anything is written, so a refused request changes no stored data.
+The key is checked before the body is read: without a valid key, every route but the health
+checks and the docs answers 401, whatever the body.
 """
 
 from __future__ import annotations
@@ -38,11 +46,13 @@ from fastapi.responses import Response
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from actors.fleet import UnknownPersona
 from chorus.llm.router import BudgetExceeded
 from chorus.persona import _field_path
+from chorus.state import budget_exceeded_message, budget_resets_at
 from serve.schemas import ErrorBody, ErrorResponse
 
 log = logging.getLogger(__name__)
@@ -77,19 +87,56 @@ def error_response(exc: ApiError) -> Response:
 
 
 def budget_error(exc: BudgetExceeded) -> ApiError:
+    # The same line a job stopped by its budget stores, money in significant digits.
     return ApiError(
         402,
         "budget_exceeded",
-        f"persona {exc.persona_id!r} has spent ${exc.spent_usd:.4f} "
-        f"of its ${exc.budget_usd:.4f} daily budget",
-        details={"persona_id": exc.persona_id, "spent_usd": exc.spent_usd, "budget_usd": exc.budget_usd},
+        budget_exceeded_message(exc),
+        details={
+            "persona_id": exc.persona_id,
+            "spent_usd": exc.spent_usd,
+            "budget_usd": exc.budget_usd,
+            "next_call_usd": exc.needed_usd,
+            "resets_at": budget_resets_at().isoformat(),
+        },
     )
+
+
+def redis_unavailable(exc: Exception) -> ApiError:
+    log.error("Redis unavailable: %r", exc)
+    return ApiError(
+        503, "unavailable", "the data store is unavailable; retry shortly", headers={"Retry-After": "5"}
+    )
+
+
+# An id in the path that does not match its pattern names nothing: the resource's 404.
+_PATH_IDS = {
+    "persona_id": ("persona_not_found", "persona"),
+    "job_id": ("job_not_found", "job"),
+    "key_id": ("key_not_found", "API key"),
+    "post_id": ("post_not_found", "post"),
+}
+# What a value matching each pattern is, in words a client can act on.
+_PATTERN_HINTS = {
+    "cursor": "not a cursor from a previous page (use next_cursor as it was given)",
+    "last-event-id": "not an event id from this stream",
+    "persona": "not a persona id (lowercase letters, digits and '-')",
+}
 
 
 def _validation_error(exc: RequestValidationError) -> ApiError:
     first = exc.errors()[0]
     loc = tuple(first.get("loc", ()))
     where = loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc
+    if first["type"] == "string_pattern_mismatch" and len(loc) == 2:
+        name = str(loc[1])
+        if loc[0] == "path" and name in _PATH_IDS:
+            code, kind = _PATH_IDS[name]
+            pattern = (first.get("ctx") or {}).get("pattern", "")
+            return ApiError(404, code, f"{kind} {first['input']!r} does not exist (ids match {pattern})")
+        if name in _PATTERN_HINTS:
+            shown = "Last-Event-ID" if name == "last-event-id" else name
+            return ApiError(422, "invalid_field", f"{shown}: {_PATTERN_HINTS[name]}", field=shown)
     if first["type"] == "json_invalid":
         reason = (first.get("ctx") or {}).get("error", "invalid JSON")
         return ApiError(422, "invalid_json", f"the request body is not valid JSON: {reason}")
@@ -111,6 +158,15 @@ def _validation_error(exc: RequestValidationError) -> ApiError:
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def api_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
@@ -122,11 +178,21 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            # FastAPI's own 400 for a body it cannot decode: to the client, a body that is not JSON.
+            return error_response(
+                ApiError(422, "invalid_json", "the request body is not valid JSON: it is not UTF-8 text")
+            )
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         message = str(exc.detail)
+        headers = dict(exc.headers or {})
         if exc.status_code in (404, 405):
             message = f"{message}: {request.method} {request.url.path}"
-        return error_response(ApiError(exc.status_code, code, message, headers=dict(exc.headers or {})))
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route that matched the path; a path is
+            # often several routes (GET and POST /v1/personas): name every method it takes.
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        return error_response(ApiError(exc.status_code, code, message, headers=headers))
 
     async def unknown_persona(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, UnknownPersona)
@@ -137,15 +203,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(budget_error(exc))
 
     async def redis_down(_: Request, exc: Exception) -> Response:
-        log.error("Redis unavailable: %r", exc)
-        return error_response(
-            ApiError(
-                503,
-                "unavailable",
-                "the data store is unavailable; retry shortly",
-                headers={"Retry-After": "5"},
-            )
-        )
+        return error_response(redis_unavailable(exc))
 
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(RedisConnectionError, redis_down)
@@ -180,7 +238,7 @@ class GuardMiddleware:
             return
         for name, value in scope["headers"]:
             if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
-                await self._send(send, self._too_large())
+                await self.send_error(send, self._too_large())
                 return
         received = 0
         too_large = started = False
@@ -212,7 +270,7 @@ class GuardMiddleware:
                     "unhandled error in %s %s (incident %s)", scope["method"], scope["path"], incident
                 )
                 if not started:
-                    await self._send(
+                    await self.send_error(
                         send,
                         ApiError(
                             500, "internal_error", f"internal error (incident {incident}); see the server log"
@@ -220,10 +278,10 @@ class GuardMiddleware:
                     )
                 return
         if too_large and not started:
-            await self._send(send, self._too_large())
+            await self.send_error(send, self._too_large())
 
     @staticmethod
-    async def _send(send: Send, exc: ApiError) -> None:
+    async def send_error(send: Send, exc: ApiError) -> None:
         body = _encode(exc.body)
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         headers += [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 from ray.serve import Application
 
+from chorus.auth import KeyStore
 from chorus.llm.llama_engine import (
     EngineOutput,
     LlamaEngine,
@@ -44,10 +45,15 @@ from chorus.llm.protocol import (
     Usage,
 )
 from chorus.settings import LocalTierSettings, Settings, load_settings
+from chorus.store import async_redis, keys_for
+from serve.tier_auth import TierAuthMiddleware, TierGuard, install_guard, require_service_key
 
 log = logging.getLogger(__name__)
 
 api = FastAPI(title="Chorus local tier (llama.cpp)", docs_url="/docs")
+# Checks the guard the replica's constructor installs: not app state, since Serve runs a copy of
+# `api` taken when the class is decorated, and state set on `api` later never reaches requests.
+api.add_middleware(TierAuthMiddleware)
 
 
 def _error(status: int, message: str, kind: str, param: str | None = None) -> JSONResponse:
@@ -106,6 +112,8 @@ class LlamaCppServer:
             model_name=tier.model,
         )
         self.model = tier.model
+        # Any Chorus API key may read the model list, so the tier looks keys up in Redis too.
+        install_guard(TierGuard(tier.api_key, KeyStore(async_redis(settings), keys_for(settings))))
         log.info("local tier ready: %s from %s (%d threads)", tier.model, path, tier.threads)
 
     def _check_model(self, requested: str) -> None:
@@ -208,6 +216,7 @@ def local_tier_deployment_options(tier: LocalTierSettings) -> dict[str, Any]:
 
 
 def local_tier_app(settings: Settings) -> Application:
+    require_service_key(settings.local)
     return LlamaCppServer.options(**local_tier_deployment_options(settings.local)).bind(settings)  # type: ignore[attr-defined]
 
 

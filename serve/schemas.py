@@ -8,11 +8,12 @@ PersonaStats, PersonaSpec) travels as it is.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chorus.auth import ApiKey, Role
+from chorus.inputs import LABEL_PATTERN, ONLY_NUMBERS, Integer, clean_label
 from chorus.persona import PersonaSpec
 from chorus.state import Engagement, Job, Post
 
@@ -34,9 +35,10 @@ class ErrorResponse(BaseModel):
 
 
 class GenerateRequest(_Request):
-    count: int = Field(1, ge=1, description="Posts to generate, one job each.")
-    timeout_s: float | None = Field(
-        None, gt=0, description="Synchronous mode: how long to wait before answering 202 with the jobs."
+    # "3" or true is a client's mistake, not a count.
+    count: Integer = Field(1, ge=1, description="Posts to generate, one job each.")
+    timeout_s: Annotated[float, Field(gt=0), ONLY_NUMBERS] | None = Field(
+        None, description="Synchronous mode: how long to wait before answering 202 with the jobs."
     )
 
 
@@ -73,7 +75,12 @@ class Readiness(BaseModel):
 
 class KeyCreate(_Request):
     role: Role
-    name: str = Field("", max_length=80)
+    name: str = Field("", max_length=80, json_schema_extra={"pattern": f"^$|{LABEL_PATTERN}"})
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return clean_label(value) if value else value
 
 
 class KeyCreated(ApiKey):
@@ -82,6 +89,10 @@ class KeyCreated(ApiKey):
 
 class KeyList(BaseModel):
     keys: list[ApiKey]
+
+
+class KeysPurged(BaseModel):
+    purged: list[str] = Field(description="Ids of the revoked keys whose records were deleted.")
 
 
 class SseMessage(BaseModel):

@@ -2,6 +2,10 @@
 
 `ray.serve.llm` refuses to import without vLLM, so it is imported only when this path is taken;
 the config it receives is built here as plain data, which CPU-only machines can build and check.
+
+Unlike the llama.cpp tier, this one does not check the fleet's service key: Ray Serve LLM builds
+its ingress app itself, with no place for Chorus's middleware. The router sends the key anyway,
+so the clients need no change once it can; until then keep the Serve port private.
 """
 
 from __future__ import annotations

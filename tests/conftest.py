@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -47,6 +48,8 @@ TEST_MODEL = "gemma-3-270m"
 # The premium tier in tests is the project's own OpenAI-compatible endpoint under a priced name,
 # so real HTTP goes through the real `openai` client without any outside service.
 PREMIUM_PRICE = {"input_per_mtok": 3.0, "output_per_mtok": 12.0}
+# The local tier's service key; the premium tier in tests is that same tier, so it sends it too.
+SERVICE_KEY = "test-service-key"
 
 
 @pytest.fixture(scope="session")
@@ -60,8 +63,8 @@ def settings(redis_url: str, serve_port: int) -> Settings:
     return load_settings(
         redis={"url": redis_url, "key_prefix": "chorustest"},
         serve={"port": serve_port},
-        local={"base_url": base, "model": TEST_MODEL, "threads": 2},
-        premium={"base_url": base, "api_key": "test-premium-key", "model": TEST_MODEL},
+        local={"base_url": base, "api_key": SERVICE_KEY, "model": TEST_MODEL, "threads": 2},
+        premium={"base_url": base, "api_key": SERVICE_KEY, "model": TEST_MODEL},
         pricing={"models": {TEST_MODEL: PREMIUM_PRICE}, "local_per_mtok": 0.05},
         router={"timeout_s": 60, "max_retries": 1, "backoff_s": 0.05},
         # A private Ray: never join a cluster someone started with `ray start` on this machine.
@@ -157,3 +160,28 @@ async def create_key(settings: Settings, role: str, name: str = "tests") -> str:
 @pytest.fixture(scope="session")
 async def admin_key(api: str, api_settings: Settings) -> str:
     return await create_key(api_settings, "admin")
+
+
+def hook_only_budget(settings: Settings, spec: PersonaSpec) -> float:
+    """A daily budget with room for the hook's worst case and not the body's: a job of the
+    persona (all steps local, no cache) pays for its hook, then stops with budget_exceeded."""
+    from chorus.llm.pricing import PriceTable
+    from chorus.llm.router import max_prompt_tokens
+    from graphs.content.prompts import hook_messages
+
+    worst = PriceTable(settings.pricing).cost(
+        "local", settings.local.model, max_prompt_tokens(hook_messages(spec, spec.topics[0])), 40
+    )
+    return worst * 1.2
+
+
+# What a Ray traceback carries and no user may see: the traceback, source paths, colour codes,
+# process ids, the node's address, actor ids.
+_INTERNALS = re.compile(
+    r"Traceback|File \"|\.py\b|\x1b\[|\bpid[=: ]|\b\d{1,3}(\.\d{1,3}){3}\b|ray::|actor_id|RayTaskError"
+)
+
+
+def assert_no_internals(text: str) -> None:
+    found = _INTERNALS.search(text)
+    assert found is None, f"internal detail {found.group(0)!r} shown to a user: {text!r}"

@@ -5,19 +5,33 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 import redis
+import redis.asyncio as aioredis
 
+from actors.fleet import Fleet
+from chorus.auth import KeyStore
+from chorus.persona import PersonaSpec
 from chorus.settings import Settings
-from chorus.state import JobRepo, Post, PostRepo
-from chorus.store import async_redis, keys_for
+from chorus.state import JobRepo, PersonaRepo, Post, PostRepo, SpendLedger, new_job_id
+from chorus.store import Keys, async_redis, keys_for
 from serve.schemas import SseDecoder, SseMessage
-from tests.conftest import API_LIMITS, create_key, make_persona, unique_id
+from tests.conftest import (
+    API_LIMITS,
+    SERVICE_KEY,
+    assert_no_internals,
+    create_key,
+    hook_only_budget,
+    make_persona,
+    unique_id,
+)
 
 NO_CACHE = {"required_hashtags": ["#EmberAndOak"], "no_cache_steps": ["hook", "body", "rewrite"]}
+ALL_LOCAL = {"hook": "local", "body": "local", "rewrite": "local"}
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -99,8 +113,9 @@ async def test_health_readiness_and_docs_are_open(anonymous: httpx.AsyncClient) 
     spec = (await anonymous.get("/openapi.json")).json()
     assert "/v1/personas/{persona_id}/posts:generate" in spec["paths"]
     assert "/v1/jobs/{job_id}/events" in spec["paths"]
-    # The local tier's OpenAI routes stay where they were, on the same Serve instance.
-    assert (await anonymous.get("/llm/v1/models")).status_code == 200
+    # The local tier's OpenAI routes stay where they were, on the same Serve instance, behind a key.
+    assert (await anonymous.get("/llm/v1/models")).status_code == 401
+    assert (await anonymous.get("/llm/v1/models", headers=bearer(SERVICE_KEY))).status_code == 200
 
 
 # --- personas ------------------------------------------------------------------------------------
@@ -395,14 +410,22 @@ async def test_keys_and_roles_refuse_without_changing_anything(
     revoked = (await client.post("/v1/keys", json={"role": "admin"})).json()
     assert viewer["key"].startswith(f"chorus_{viewer['id']}_") and viewer["role"] == "viewer"
     assert (await client.delete(f"/v1/keys/{revoked['id']}")).json()["keys"][0]["revoked_at"] is not None
-    listed = (await client.get("/v1/keys")).json()["keys"]
+    # Live keys by default; revoked ones until purged, when asked for.
+    listed = (await client.get("/v1/keys", params={"include_revoked": "true"})).json()["keys"]
     assert {viewer["id"], editor["id"], revoked["id"]} <= {k["id"] for k in listed}
+    live = {k["id"] for k in (await client.get("/v1/keys")).json()["keys"]}
+    assert {viewer["id"], editor["id"]} <= live and revoked["id"] not in live
     assert all("key" not in k and "sha256" not in k for k in listed)
 
     before = snapshot(api_settings)
     generate = f"/v1/personas/{persona_id}/posts:generate"
     assert_error(await anonymous.post(generate), 401, "missing_key")
     assert_error(await anonymous.get("/v1/personas"), 401, "missing_key")
+    # The key is checked before the body is read, on Serve as in the plain app.
+    not_utf8 = await anonymous.post(
+        "/v1/personas", content=b"\xff\xfe{", headers={"Content-Type": "application/json"}
+    )
+    assert_error(not_utf8, 401, "missing_key")
     unknown = f"chorus_{viewer['id']}_not-the-secret"
     assert_error(await anonymous.post(generate, headers=bearer(unknown)), 401, "invalid_key")
     assert_error(await anonymous.get("/v1/posts", headers=bearer("garbage")), 401, "invalid_key")
@@ -486,6 +509,9 @@ async def test_bad_input_gets_its_documented_error_and_changes_nothing(
     assert_error(await client.get("/v1/personas/nobody-here/schedule"), 404, "persona_not_found")
     assert_error(await client.get("/v1/jobs/job_missing"), 404, "job_not_found")
     assert_error(await client.get("/v1/jobs/job_missing/events"), 404, "job_not_found")
+    assert_error(await client.get("/v1/jobs/job_missing:events"), 404, "job_not_found")
+    not_a_cursor = await client.get("/v1/posts", params={"cursor": "1_000:job_x"})
+    assert_error(not_a_cursor, 422, "invalid_field", "cursor")
     assert_error(await client.delete("/v1/keys/nope"), 404, "key_not_found")
     assert_error(await client.get("/v1/nothing-here"), 404, "not_found")
     assert_error(await client.get("/v1/posts", params={"cursor": "bogus"}), 422, "invalid_field", "cursor")
@@ -510,3 +536,249 @@ async def test_a_viewer_key_made_in_redis_reads_but_cannot_write(
     assert_error(
         await anonymous.post("/v1/keys", json={"role": "viewer"}, headers=bearer(key)), 403, "forbidden"
     )
+
+
+async def test_a_job_stopped_by_its_budget_shows_a_code_and_one_line_never_a_traceback(
+    client: httpx.AsyncClient, anonymous: httpx.AsyncClient, api_settings: Settings
+) -> None:
+    probe = make_persona(unique_id("apibroke"), model_policy=ALL_LOCAL, rules=NO_CACHE)
+    budget = hook_only_budget(api_settings, probe)
+    body = probe.model_copy(update={"daily_budget_usd": budget}).model_dump(mode="json")
+    assert (await client.post("/v1/personas", json=body)).status_code == 201
+    generated = await client.post(
+        f"/v1/personas/{probe.id}/posts:generate", params={"async": "true"}, json={"count": 1}
+    )
+    assert generated.status_code == 202, generated.text
+    [job] = generated.json()["jobs"]
+    [end] = [m for m in await read_events(client, job["id"]) if m.event == "end"]
+    assert_no_internals(end.data)
+    viewer = bearer(await create_key(api_settings, "viewer"))
+    response = await anonymous.get(f"/v1/jobs/{job['id']}", headers=viewer)
+    assert response.status_code == 200
+    assert_no_internals(response.text)
+    detail = response.json()
+    assert detail["status"] == "budget_exceeded" and detail["error_code"] == "budget_exceeded"
+    assert len(detail["error"].splitlines()) == 1
+    assert "daily budget" in detail["error"] and "resets at" in detail["error"]
+    stats = (await anonymous.get(f"/v1/personas/{probe.id}/stats", headers=viewer)).json()
+    assert stats["posts"] == 0 and stats["failed_spend_usd"] == pytest.approx(stats["spend_today_usd"])
+    assert stats["failed_spend_usd"] > 0
+
+
+async def test_generate_is_refused_with_402_when_the_next_call_cannot_fit(
+    client: httpx.AsyncClient, api_settings: Settings
+) -> None:
+    """A persona with budget left, but less than a job's first call can cost: refused at once,
+    with the figures in significant digits, and no job queued (it could only fail)."""
+    persona_id = unique_id("nearlybroke")
+    body = persona_body(persona_id, daily_budget_usd=0.0001)
+    assert (await client.post("/v1/personas", json=body)).status_code == 201
+    spec = PersonaSpec.model_validate(body)
+    spender = async_redis(api_settings)
+    try:
+        # Spent the way the router spends: a reservation on the persona's ledger.
+        ledger = SpendLedger.of(spender, keys_for(api_settings), spec, api_settings.budget.default_daily_usd)
+        await ledger.reserve(0.0000312)
+    finally:
+        await spender.aclose()
+    tomorrow = datetime.now(UTC).date() + timedelta(days=1)
+    before = snapshot(api_settings)
+    for params in ({}, {"async": "true"}):
+        refused = await client.post(
+            f"/v1/personas/{persona_id}/posts:generate", params=params, json={"count": 1}
+        )
+        error = assert_error(refused, 402, "budget_exceeded")
+        details = error["details"]
+        assert details["spent_usd"] == pytest.approx(0.0000312)
+        assert details["budget_usd"] == 0.0001
+        assert details["next_call_usd"] > details["budget_usd"] - details["spent_usd"]
+        assert datetime.fromisoformat(details["resets_at"]) == datetime(
+            tomorrow.year, tomorrow.month, tomorrow.day, tzinfo=UTC
+        )
+        # Money with significant digits, never "$0.0000 of its $0.0001".
+        assert "$0.0000312" in error["message"] and "$0.0000 " not in error["message"]
+    assert snapshot(api_settings) == before  # no job, nothing stored
+
+
+async def test_a_synchronous_generate_answers_202_with_its_jobs_at_the_deadline(
+    client: httpx.AsyncClient, fleet_settings: Settings
+) -> None:
+    """One deadline for the whole request, however many posts, and however short."""
+    persona_id = unique_id("deadline")
+    # No cache: each post makes real model calls, seconds each on the local tier.
+    created = await client.post("/v1/personas", json=persona_body(persona_id, rules=NO_CACHE))
+    assert created.status_code == 201, created.text
+    generate = f"/v1/personas/{persona_id}/posts:generate"
+    job_ids: list[str] = []
+    for count, timeout_s, within_s in ((1, 1e-9, 0.75), (3, 1.0, 1.0 + 0.75)):
+        started = time.monotonic()
+        answer = await client.post(generate, json={"count": count, "timeout_s": timeout_s})
+        elapsed = time.monotonic() - started
+        assert answer.status_code == 202, answer.text
+        jobs = answer.json()["jobs"]
+        assert len(jobs) == count and all(job["status"] in ("queued", "running") for job in jobs)
+        assert answer.headers["location"] == f"/v1/jobs/{jobs[0]['id']}"
+        assert timeout_s <= elapsed < within_s, f"{count} post(s), timeout {timeout_s}s: {elapsed:.2f}s"
+        job_ids += [job["id"] for job in jobs]
+    # The jobs carry on after the answer, and finish.
+    fleet = Fleet(fleet_settings)
+    try:
+        for job_id in job_ids:
+            assert (await fleet.wait(job_id, timeout_s=300)).status == "done"
+    finally:
+        await fleet.redis.aclose()
+
+
+# --- data the user manages: posts, deleted personas, keys ----------------------------------------
+
+
+async def test_an_editor_deletes_a_post_and_its_cost_stays_counted(
+    client: httpx.AsyncClient, anonymous: httpx.AsyncClient, api_settings: Settings
+) -> None:
+    persona_id = unique_id("delpost")
+    assert (await client.post("/v1/personas", json=persona_body(persona_id))).status_code == 201
+    store = async_redis(api_settings)
+    repo = PostRepo(store, keys_for(api_settings))
+    post = Post(
+        id=new_job_id(),
+        persona_id=persona_id,
+        platform="x",
+        status="accepted",
+        text="Fresh roast Friday. #EmberAndOak",
+        topic="roasting",
+        cost_usd=0.003,
+        prompt_tokens=10,
+        completion_tokens=5,
+        tiers={"hook": "local"},
+        nodes=[],
+        created_at=time.time(),
+    )
+    assert await repo.save(post)
+    assert len(await repo.recent(persona_id)) == 1
+    viewer, editor = await create_key(api_settings, "viewer"), await create_key(api_settings, "editor")
+
+    path = f"/v1/posts/{post.id}"
+    assert_error(await anonymous.delete(path, headers=bearer(viewer)), 403, "forbidden")
+    assert (await anonymous.delete(path, headers=bearer(editor))).status_code == 204
+    listed = (await client.get("/v1/posts", params={"persona": persona_id})).json()["posts"]
+    assert listed == []
+    assert await repo.get(post.id) is None and await repo.recent(persona_id) == []
+    assert_error(await client.delete(path), 404, "post_not_found")
+    stats = (await client.get(f"/v1/personas/{persona_id}/stats")).json()
+    assert stats["posts"] == 1 and stats["cost_usd"] == pytest.approx(0.003)
+    assert "/v1/posts/{post_id}" in (await anonymous.get("/openapi.json")).json()["paths"]
+    await store.aclose()
+
+
+async def _active(client: httpx.AsyncClient) -> list[str]:
+    return list((await client.get("/v1/status")).json()["directory"]["active"])
+
+
+async def test_a_deleted_persona_stops_its_actor_and_comes_back_with_its_engagement(
+    client: httpx.AsyncClient,
+) -> None:
+    persona_id = unique_id("restore")
+    assert (await client.post("/v1/personas", json=persona_body(persona_id))).status_code == 201
+    generated = await client.post(f"/v1/personas/{persona_id}/posts:generate", json={"count": 1})
+    assert generated.status_code == 200, generated.text
+    assert persona_id in await _active(client)
+    report = {"platform": "x", "followers": 120, "impressions": 1000, "engagements": 30}
+    assert (await client.post(f"/v1/personas/{persona_id}/engagement", json=report)).status_code == 201
+
+    assert (await client.delete(f"/v1/personas/{persona_id}")).status_code == 204
+    deadline = time.monotonic() + 30  # a job's last bookkeeping may still hold the actor briefly
+    while persona_id in await _active(client) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert persona_id not in await _active(client)
+    assert_error(await client.get(f"/v1/personas/{persona_id}/engagement"), 404, "persona_not_found")
+
+    restored = await client.post(f"/v1/personas/{persona_id}:restore")
+    assert restored.status_code == 200, restored.text
+    assert restored.json() == persona_body(persona_id)
+    engagement = (await client.get(f"/v1/personas/{persona_id}/engagement")).json()["engagements"]
+    assert [(e["platform"], e["followers"]) for e in engagement] == [("x", 120)]
+    assert (await client.get(f"/v1/personas/{persona_id}/stats")).json()["followers"] == 120
+    assert_error(await client.post(f"/v1/personas/{persona_id}:restore"), 404, "persona_not_found")
+
+    # Deleted again and the id taken anew: the kept copy does not overwrite the new persona.
+    assert (await client.delete(f"/v1/personas/{persona_id}")).status_code == 204
+    fresh = persona_body(persona_id, display_name="A new persona")
+    assert (await client.put(f"/v1/personas/{persona_id}", json=fresh)).status_code == 201
+    assert_error(await client.post(f"/v1/personas/{persona_id}:restore"), 409, "persona_exists")
+    assert (await client.get(f"/v1/personas/{persona_id}")).json()["display_name"] == "A new persona"
+
+
+async def test_a_persona_is_restorable_only_within_the_retention(redis_url: str) -> None:
+    client = async_redis_at(redis_url)
+    repo = PersonaRepo(client, Keys(unique_id("retention")))
+    spec = make_persona(unique_id("kept"))
+    try:
+        assert await repo.put(spec)
+        assert await repo.delete(spec.id, retain_s=3600)
+        assert await repo.get(spec.id) is None and spec.id not in await repo.ids()
+        ttl = await client.ttl(repo._k("deleted", "persona", spec.id))
+        assert 3500 < ttl <= 3600
+        assert await repo.restore(spec.id) == ("restored", spec)
+        assert await repo.delete(spec.id, retain_s=0)
+        assert await repo.restore(spec.id) == ("gone", None)
+        assert not await repo.delete(spec.id)
+    finally:
+        await client.aclose()
+
+
+def async_redis_at(url: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(url)
+
+
+async def test_keys_show_no_secret_read_the_same_unknown_or_revoked_and_purge(
+    client: httpx.AsyncClient, anonymous: httpx.AsyncClient
+) -> None:
+    created = (await client.post("/v1/keys", json={"role": "viewer", "name": "hint"})).json()
+    secret = created["key"].split("_", 2)[2]
+    assert created["hint"] == f"chorus_{created['id']}_" and secret[:4] not in created["hint"]
+    listed = {k["id"]: k for k in (await client.get("/v1/keys")).json()["keys"]}
+    assert listed[created["id"]]["hint"] == f"chorus_{created['id']}_"
+
+    unknown = f"chorus_{created['id']}_{'x' * len(secret)}"
+    wrong = assert_error(await anonymous.get("/v1/posts", headers=bearer(unknown)), 401, "invalid_key")
+    assert (await client.delete(f"/v1/keys/{created['id']}")).status_code == 200
+    gone = assert_error(await anonymous.get("/v1/posts", headers=bearer(created["key"])), 401, "invalid_key")
+    assert gone["message"] == wrong["message"]
+
+    purged = await client.post("/v1/keys:purge")
+    assert purged.status_code == 200 and created["id"] in purged.json()["purged"]
+    everything = (await client.get("/v1/keys", params={"include_revoked": "true"})).json()["keys"]
+    assert created["id"] not in {k["id"] for k in everything}
+    assert all(k["revoked_at"] is None for k in everything)  # only revoked records went
+    after = assert_error(await anonymous.get("/v1/posts", headers=bearer(created["key"])), 401, "invalid_key")
+    assert after["message"] == wrong["message"]
+    assert_error(await client.delete(f"/v1/keys/{created['id']}"), 404, "key_not_found")
+
+
+async def test_the_last_admin_key_cannot_be_revoked(redis_url: str, settings: Settings) -> None:
+    from serve.app import create_app
+
+    # A key space of its own: the session's admin key must stay usable for the other tests.
+    isolated = settings.model_copy(
+        update={"redis": settings.redis.model_copy(update={"key_prefix": unique_id("lastadmin")})}
+    )
+    first, second = await create_key(isolated, "admin"), await create_key(isolated, "admin")
+    first_id, second_id = first.split("_")[1], second.split("_")[1]
+    transport = httpx.ASGITransport(app=create_app(isolated))
+    async with httpx.AsyncClient(transport=transport, base_url="http://chorus", headers=bearer(first)) as api:
+        viewer = (await api.post("/v1/keys", json={"role": "viewer"})).json()
+        assert (await api.delete(f"/v1/keys/{second_id}")).status_code == 200
+        refused = assert_error(await api.delete(f"/v1/keys/{first_id}"), 409, "last_admin_key")
+        assert "last admin key" in refused["message"]
+        assert (await api.get("/v1/keys")).status_code == 200  # still an admin
+        assert (await api.delete(f"/v1/keys/{viewer['id']}")).status_code == 200  # others go
+
+    # Two admins revoking each other's keys at once: one of the two keys survives.
+    connection = async_redis(isolated)
+    store = KeyStore(connection, keys_for(isolated))
+    a, b = (await store.create("admin"))[0], (await store.create("admin"))[0]
+    assert (await store.revoke(first_id)) is not None
+    outcomes = await asyncio.gather(store.revoke(a.id), store.revoke(b.id), return_exceptions=True)
+    assert sorted(type(o).__name__ for o in outcomes) == ["ApiKey", "LastAdminKey"]
+    assert len([k for k in await store.list() if k.role == "admin"]) == 1
+    await connection.aclose()

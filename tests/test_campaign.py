@@ -90,6 +90,8 @@ async def test_campaign_via_ray_job_submit_writes_a_complete_report(
         # local tier over HTTP, as workers reach a shared Serve tier in a real cluster.
         "CHORUS_LOCAL__BASE_URL": local_tier,
         "CHORUS_LOCAL__MODEL": settings.local.model,
+        # As a cluster's pods get it from their Secret.
+        "CHORUS_LOCAL__API_KEY": settings.local.service_token(),
     }
     out = tmp_path / "report.json"
     ray_bin = shutil.which("ray") or str(Path(sys.executable).parent / "ray")

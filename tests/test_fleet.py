@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import subprocess
 import threading
@@ -20,7 +21,7 @@ from chorus.llm.router import max_prompt_tokens
 from chorus.persona import PersonaSpec
 from chorus.settings import Settings
 from graphs.content.prompts import hook_messages
-from tests.conftest import make_persona, unique_id
+from tests.conftest import assert_no_internals, make_persona, unique_id
 
 ALL_LOCAL = {"hook": "local", "body": "local", "rewrite": "local"}
 # For tests whose timing or spend needs real model calls: a cache hit is instant and free.
@@ -92,6 +93,11 @@ async def test_model_gateway_killed_mid_call_restarts_and_the_job_completes(
     [post] = (await fleet.posts(persona_id=spec.id)).posts
     assert post.id == job_id and [n.node for n in post.nodes].count("hook") == 1
     assert await gateway.ping.remote()  # the gateway is back for everyone else
+    # The killed call's reservation was given back by the restarted gateway: what the persona
+    # spent is what the stored post's calls cost, with no phantom of the lost call on top.
+    stats = await fleet.stats(spec.id)
+    assert stats.spend_today_usd == pytest.approx(post.cost_usd, rel=1e-6)
+    assert await fleet.ledger(spec).outstanding() == []
 
 
 async def test_jobs_of_one_persona_run_one_at_a_time_and_add_up(fleet: Fleet) -> None:
@@ -131,6 +137,14 @@ async def test_tiny_budget_stops_with_budget_exceeded_and_never_overspends(
     assert stats.posts == 0
     events = await _events(fleet, job_id)
     assert events[-1] == ("end", None)
+    # A stable code and one line with the figures and the reset time, not Ray's traceback.
+    assert job.error_code == "budget_exceeded"
+    assert len(job.error.splitlines()) == 1 and "resets at" in job.error and "UTC" in job.error
+    assert_no_internals(job.error)
+    # What the job spent before it stopped shows next to the cost of posts (none).
+    assert stats.failed_spend_usd == pytest.approx(stats.spend_today_usd, rel=1e-6)
+    assert stats.unposted_spend_usd == pytest.approx(stats.spend_today_usd, rel=1e-6)
+    assert stats.cost_usd == 0
 
 
 async def test_directory_caps_live_persona_processes_and_passivates_idle_ones(
@@ -221,3 +235,110 @@ async def test_scheduler_queues_each_due_slot_of_an_autoposting_persona_once(fle
         spec.model_copy(update={"cadence": spec.cadence.model_copy(update={"autopost": False})})
     )
     assert spec.id not in await queued_at((day + timedelta(days=1, hours=9, minutes=10)).timestamp())
+
+
+async def test_persona_killed_mid_hook_leaves_no_reservation_and_its_lost_call_shows_as_unposted(
+    fleet: Fleet, fleet_settings: Settings
+) -> None:
+    spec = make_persona(unique_id("hookcrash"), model_policy=ALL_LOCAL, rules=NO_CACHE)
+    await fleet.apply(spec)
+    [job_id] = await fleet.generate(spec.id, 1)
+    async for event in fleet.events(job_id):
+        if event.type == "node" and event.data["node"] == "plan":
+            break  # the hook's model call is on its way
+    actor = ray.get_actor(persona_actor_name(spec.id), namespace=fleet_settings.ray_namespace)
+    ray.kill(actor, no_restart=False)
+    job = await fleet.wait(job_id, timeout_s=180)
+    assert job.status == "done", job.error
+    [post] = (await fleet.posts(persona_id=spec.id)).posts
+    ledger = fleet.ledger(spec)
+    assert await ledger.outstanding() == []
+    stats = await fleet.stats(spec.id)
+    # Every cent spent is either in the stored post or shown as spend no post accounts for (the
+    # lost call's answer, paid for and then asked again by the restarted actor).
+    assert stats.spent_usd == pytest.approx(stats.spend_today_usd, rel=1e-6)
+    assert stats.spend_today_usd == pytest.approx(post.cost_usd + stats.unposted_spend_usd, rel=1e-6)
+    assert stats.unposted_spend_usd >= 0 and stats.failed_spend_usd == 0
+
+
+def _persona_actors(namespace: str) -> list[str]:
+    prefix = persona_actor_name("")
+    return [
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["namespace"] == namespace and a["name"].startswith(prefix)
+    ]
+
+
+async def test_directory_killed_three_times_resumes_its_jobs_and_loops_by_itself(
+    fleet_settings: Settings,
+) -> None:
+    # A fleet of its own (namespace and Redis prefix): its restarted directory resumes only its jobs.
+    namespace = unique_id("dirkill")
+    settings = fleet_settings.model_copy(
+        update={
+            "ray_namespace": namespace,
+            "redis": fleet_settings.redis.model_copy(update={"key_prefix": namespace}),
+            "fleet": fleet_settings.fleet.model_copy(
+                update={"idle_passivate_s": 2, "schedule_interval_s": 1, "schedule_catch_up_s": 900}
+            ),
+        }
+    )
+    fleet = Fleet(settings)
+    try:
+        spec = make_persona(unique_id("dirkill"), model_policy=ALL_LOCAL, rules=NO_CACHE)
+        await fleet.apply(spec)
+        running, queued = await fleet.generate(spec.id, 2)  # one persona: the second one waits
+        async for event in fleet.events(running):
+            if event.type == "node" and event.data["node"] == "hook":
+                break
+        directory = ray.get_actor(DIRECTORY_NAME, namespace=namespace)
+        for _ in range(3):
+            ray.kill(directory, no_restart=False)
+            assert await directory.ping.remote()  # Ray restarted it; nobody called start()
+            await asyncio.sleep(1.0)
+        jobs = [await fleet.wait(j, timeout_s=300) for j in (running, queued)]
+        assert [j.status for j in jobs] == ["done", "done"], [j.error for j in jobs]
+        assert [j.attempts for j in jobs] == [1, 1], "a job ran more than once"
+        assert sorted(p.id for p in (await fleet.posts(persona_id=spec.id)).posts) == sorted(
+            [running, queued]
+        )
+        for job_id in (running, queued):
+            events = await _events(fleet, job_id)
+            assert [kind for kind, _ in events].count("end") == 1
+            assert [n for kind, n in events if kind == "node"].count("hook") == 1
+        stats = await fleet.stats(spec.id)
+        assert stats.posts == 2 and await fleet.queue_depth() == 0
+
+        # The restarted directory's scheduler runs: an autoposting persona gets its due slot
+        # (96 a day over the whole day: one slot in every 15-minute catch-up window).
+        cadence = {"posts_per_day": 96, "active_hours": [0, 24], "timezone": "UTC", "autopost": True}
+        auto = make_persona(unique_id("dirauto"), model_policy=ALL_LOCAL, cadence=cadence)
+        await fleet.apply(auto)
+        deadline = time.monotonic() + 60
+        scheduled: list[str] = []
+        while not scheduled and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            scheduled = [s.job_id for s in (await fleet.schedule(auto.id)).slots if s.job_id]
+        assert len(scheduled) == 1, "the restarted directory's scheduler queued nothing"
+        await fleet.apply(
+            auto.model_copy(update={"cadence": auto.cadence.model_copy(update={"autopost": False})})
+        )
+        auto_job = await fleet.wait(scheduled[0], timeout_s=180)
+        assert auto_job.status == "done" and auto_job.source == "schedule", auto_job
+
+        # And its passivation: every persona actor, those a dead directory started included, is
+        # stopped once idle.
+        deadline = time.monotonic() + 60
+        while _persona_actors(namespace) and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        assert _persona_actors(namespace) == []
+        assert (await directory.status.remote())["active"] == []
+    finally:
+        for name in (DIRECTORY_NAME, GATEWAY_NAME):
+            with contextlib.suppress(ValueError):
+                ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
+        for name in _persona_actors(namespace):
+            with contextlib.suppress(ValueError):
+                ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
+        await fleet.redis.aclose()

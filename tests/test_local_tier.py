@@ -6,7 +6,8 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import TEST_MODEL
+from chorus.settings import Settings
+from tests.conftest import SERVICE_KEY, TEST_MODEL, create_key
 
 PROMPT = (
     "Social media posts by a coffee roaster.\n\n"
@@ -18,7 +19,10 @@ PROMPT = (
 
 @pytest.fixture(scope="module")
 def client(local_tier: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=local_tier, api_key="unused", max_retries=0)
+    return openai.OpenAI(base_url=local_tier, api_key=SERVICE_KEY, max_retries=0)
+
+
+SERVICE = {"Authorization": f"Bearer {SERVICE_KEY}"}
 
 
 def test_models_lists_the_served_model(client: openai.OpenAI) -> None:
@@ -96,6 +100,7 @@ def test_unknown_model_is_a_clear_400(local_tier: str) -> None:
     response = httpx.post(
         f"{local_tier}/chat/completions",
         json={"model": "gpt-nope", "messages": [{"role": "user", "content": "hi"}]},
+        headers=SERVICE,
         timeout=30,
     )
     assert response.status_code == 400
@@ -106,6 +111,7 @@ def test_invalid_request_names_the_field(local_tier: str) -> None:
     response = httpx.post(
         f"{local_tier}/chat/completions",
         json={"model": TEST_MODEL, "messages": [], "max_tokens": 5},
+        headers=SERVICE,
         timeout=30,
     )
     assert response.status_code == 400
@@ -116,7 +122,38 @@ def test_prompt_longer_than_context_is_refused(local_tier: str) -> None:
     response = httpx.post(
         f"{local_tier}/completions",
         json={"model": TEST_MODEL, "prompt": "word " * 5000, "max_tokens": 5},
+        headers=SERVICE,
         timeout=60,
     )
     assert response.status_code == 400
     assert "context" in response.json()["error"]["message"]
+
+
+async def test_completions_need_the_service_key(local_tier: str, settings: Settings) -> None:
+    """Model use outside the gateway would escape keys, budgets and metrics: refused."""
+    body = {"model": TEST_MODEL, "prompt": PROMPT, "max_tokens": 2}
+    chat = {"model": TEST_MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    viewer = await create_key(settings, "viewer")
+    async with httpx.AsyncClient(base_url=local_tier, timeout=60) as http:
+        for route, payload in (("/completions", body), ("/chat/completions", chat)):
+            missing = await http.post(route, json=payload)
+            assert missing.status_code == 401, missing.text
+            assert missing.headers["www-authenticate"] == "Bearer"
+            assert missing.json()["error"]["code"] == "missing_key"
+            assert "Authorization: Bearer" in missing.json()["error"]["message"]
+            wrong = await http.post(route, json=payload, headers={"Authorization": "Bearer not-the-key"})
+            assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_key"
+            # A valid Chorus API key is still not the service key: its calls would skip budgets.
+            user = await http.post(route, json=payload, headers={"Authorization": f"Bearer {viewer}"})
+            assert user.status_code == 403 and user.json()["error"]["code"] == "forbidden"
+        served = await http.post("/completions", json=body, headers=SERVICE)
+        assert served.status_code == 200, served.text
+        assert served.json()["usage"]["completion_tokens"] >= 1
+        # The model list: any valid key (the service key or an API key), never anonymous.
+        assert (await http.get("/models")).status_code == 401
+        assert (await http.get("/models", headers={"Authorization": "Bearer nope"})).status_code == 401
+        for key in (SERVICE_KEY, viewer):
+            listed = await http.get("/models", headers={"Authorization": f"Bearer {key}"})
+            assert listed.status_code == 200 and listed.json()["data"][0]["id"] == TEST_MODEL
+        # Health stays open: it uses no model.
+        assert (await http.get(local_tier.removesuffix("/v1") + "/health")).status_code == 200

@@ -332,3 +332,146 @@ def test_text_and_data_loaders_use_the_given_source() -> None:
     with pytest.raises(PersonaSpecError, match=r"^<persona>: a persona spec must be a mapping"):
         parse_persona(["not", "a", "mapping"])
     assert isinstance(PersonaSpecError("f", "g", "h"), ValueError)
+
+
+# --------------------------------------------------------------------------- whole-file problems
+
+
+def test_a_misspelt_field_is_reported_with_the_required_field_it_leaves_missing(tmp_path: Path) -> None:
+    data = _without("topics")
+    data["topcis"] = ["typo"]
+    err = _error_for(_write(tmp_path, data))
+    assert (err.field, err.message.split(" (")[0]) == ("topcis", "unknown field")
+    assert [field for field, _ in err.problems] == ["topcis", "topics"]
+    assert str(err).startswith(f"{err.source}: topcis: unknown field")
+    assert "; topics: Field required" in str(err) and "\n" not in str(err)
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        pytest.param(
+            yaml.safe_dump(_BASE) + "---\n" + yaml.safe_dump(_BASE),
+            f"line {len(yaml.safe_dump(_BASE).splitlines()) + 1}: a second YAML document ('---'); "
+            "a persona file holds one persona",
+            id="two-documents",
+        ),
+        pytest.param(
+            b"\x89PNG\r\n\x1a\n\x00\x00", "not a UTF-8 text file (byte 0x89 at offset 0)", id="binary"
+        ),
+        pytest.param("topics: " + "[" * 5000, "nested too deeply to be a persona spec", id="deep-nesting"),
+    ],
+)
+def test_a_file_that_is_not_one_persona_gets_one_line_naming_it(
+    tmp_path: Path, content: str | bytes, fragment: str
+) -> None:
+    path = tmp_path / "odd.yaml"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    err = _error_for(path)
+    assert str(err) == f"{path}: {fragment}"
+
+
+def test_max_chars_is_filled_in_with_the_platform_limit() -> None:
+    spec = parse_persona(_valid(platforms=[{"name": "x"}, {"name": "linkedin", "max_chars": 1300}]))
+    dumped = spec.model_dump(mode="json")["platforms"]
+    assert [p["max_chars"] for p in dumped] == [PLATFORM_LIMITS[Platform.x], 1300]
+    assert PersonaSpec.model_validate_json(spec.model_dump_json()) == spec
+
+
+# --------------------------------------------------------------------------- strict input, clean text
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "fragment"),
+    [
+        pytest.param({"daily_budget_usd": True}, "daily_budget_usd", "not a boolean", id="budget-true"),
+        pytest.param({"daily_budget_usd": "5"}, "daily_budget_usd", "not text", id="budget-text"),
+        pytest.param(
+            {"cadence": {"posts_per_day": True}}, "cadence.posts_per_day", "not a boolean", id="ppd"
+        ),
+        pytest.param({"cadence": {"autopost": "yes please"}}, "cadence.autopost", "boolean", id="autopost"),
+        pytest.param({"rules": {"max_hashtags": "3"}}, "rules.max_hashtags", "not text", id="max-text"),
+        pytest.param(
+            {"display_name": "\u200b" * 80}, "display_name", "U+200B ZERO WIDTH SPACE", id="invisible-name"
+        ),
+        pytest.param(
+            {"display_name": "\u3164" * 10}, "display_name", "visible character", id="blank-letter-name"
+        ),
+        pytest.param(
+            {"display_name": "Ember\u202e Oak"}, "display_name", "RIGHT-TO-LEFT OVERRIDE", id="bidi-name"
+        ),
+        pytest.param({"topics": ["coffee", "  "]}, "topics[1]", "must not be empty", id="blank-topic"),
+        pytest.param({"example_posts": [""]}, "example_posts[0]", "must not be empty", id="empty-example"),
+        pytest.param({"voice": "A warm voice\x00 here"}, "voice", "U+0000", id="nul-in-voice"),
+        pytest.param({"banned_words": ["o\u200bk"]}, "banned_words[0]", "U+200B", id="zwsp-banned-word"),
+        pytest.param(
+            {"rules": {"required_hashtags": ["#Copper\u200bline"]}},
+            "rules.required_hashtags",
+            "U+200B ZERO WIDTH SPACE is not a letter, digit or _",
+            id="zwsp-hashtag",
+        ),
+        pytest.param(
+            {"rules": {"required_hashtags": ["#Copper\x07line"]}},
+            "rules.required_hashtags",
+            "must look like #word",
+            id="control-hashtag",
+        ),
+    ],
+)
+def test_loose_types_and_hidden_characters_are_refused_naming_the_field(
+    tmp_path: Path, changes: dict[str, Any], field: str, fragment: str
+) -> None:
+    data = _valid()
+    for key, value in changes.items():
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    err = _error_for(_write(tmp_path, data))
+    assert err.field == field, err
+    assert fragment in err.message, err
+
+
+def test_what_yaml_writes_for_valid_files_still_loads(tmp_path: Path) -> None:
+    text = (PERSONA_DIR / "ember-and-oak-coffee.yaml").read_text(encoding="utf-8")
+    data = yaml.safe_load(text)
+    # Whole numbers for amounts, a multi-line voice, an emoji sequence with its joiners, accents.
+    data.update(daily_budget_usd=2, voice="Warm and plain.\nNever pushy.\tAlways kind.")
+    data["cadence"] = {**data.get("cadence", {}), "posts_per_day": 4, "active_hours": [8, 20]}
+    data["example_posts"] = [
+        *data["example_posts"],
+        "Fresh roast today \U0001f469\u200d\U0001f373 caf\u00e9 open",
+    ]
+    data["rules"] = {**data.get("rules", {}), "novelty_threshold": 1}
+    spec = load_persona_file(_write(tmp_path, data, "ok.yaml"))
+    assert spec.daily_budget_usd == 2.0 and spec.cadence.posts_per_day == 4.0
+    assert "\u200d" in spec.example_posts[-1]
+
+
+def test_text_is_normalised_to_nfc() -> None:
+    spec = PersonaSpec.model_validate(
+        _valid(
+            display_name="Cafe\u0301 Ember",
+            topics=["cre\u0300me"],
+            rules={"required_hashtags": ["#Cafe\u0301"], "max_hashtags": 3},
+        )
+    )
+    assert spec.display_name == "Caf\u00e9 Ember" and spec.topics == ["cr\u00e8me"]
+    assert spec.rules.required_hashtags == ["#Caf\u00e9"]
+
+
+def test_the_schema_states_platform_limits_hours_and_hashtag_bounds() -> None:
+    schema = PersonaSpec.model_json_schema()
+    defs = schema["$defs"]
+    limits = {
+        rule["if"]["properties"]["name"]["const"]: rule["then"] for rule in defs["PlatformTarget"]["allOf"]
+    }
+    assert {name: then["properties"]["max_chars"]["maximum"] for name, then in limits.items()} == {
+        p.value: limit for p, limit in PLATFORM_LIMITS.items()
+    }
+    assert defs["PlatformTarget"]["properties"]["max_chars"]["anyOf"][0]["minimum"] == 40
+    hours = defs["Cadence"]["properties"]["active_hours"]["anyOf"]
+    assert hours[9] == {"prefixItems": [{"const": 9}, {"minimum": 10, "maximum": 24}]}
+    assert "UTC" in defs["Cadence"]["properties"]["timezone"]["enum"]
+    assert "pattern" in schema["properties"]["display_name"]
+    assert schema["properties"]["topics"]["items"]["pattern"]

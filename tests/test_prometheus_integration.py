@@ -33,7 +33,7 @@ from chorus.services import free_port
 from chorus.settings import Settings
 from chorus.state import TERMINAL_JOB_STATUSES, EngagementReport
 from chorus.store import async_redis
-from tests.conftest import make_persona, unique_id
+from tests.conftest import hook_only_budget, make_persona, unique_id
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAFANA_DIR = ROOT / "cluster" / "grafana"
@@ -150,12 +150,14 @@ async def workload(
     headers = {"Authorization": f"Bearer {admin_key}"}
     async with httpx.AsyncClient(base_url=api, headers=headers, timeout=60) as client:
         try:
-            # A budget stop (job error), in an actor that is then passivated.
-            broke = make_persona(
+            # A budget stop (job error), in an actor that is then passivated. Room for the hook
+            # and not the body: a budget without room for the hook is refused before any job.
+            probe = make_persona(
                 unique_id("obs-broke"),
-                daily_budget_usd=1e-9,
+                model_policy={"hook": "local", "body": "local", "rewrite": "local"},
                 rules={"no_cache_steps": ["hook", "body", "rewrite"]},
             )
+            broke = probe.model_copy(update={"daily_budget_usd": hook_only_budget(fleet_settings, probe)})
             [job_id] = await _generate(client, broke)
             assert (await _finished(client, job_id, 120))["status"] == "budget_exceeded"
             directory = await fleet.directory()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -12,6 +13,8 @@ from chorus.llm.pricing import PriceTable
 from chorus.llm.router import BudgetExceeded, LLMResult, Router, max_prompt_tokens
 from chorus.services import free_port
 from chorus.settings import Settings
+from chorus.state import SpendLedger, take_over_reservations
+from chorus.store import keys_for, sync_redis
 from tests.conftest import PREMIUM_PRICE
 
 
@@ -115,17 +118,25 @@ async def test_no_premium_key_uses_local_and_says_so(
 class _Ledger:
     """A spend guard that records what the router reserves and settles."""
 
-    def __init__(self, budget: float) -> None:
-        self.budget, self.spent, self.calls = budget, 0.0, []
+    persona_id = "p"
+    job_id = None
 
-    async def reserve(self, amount_usd: float) -> None:
+    def __init__(self, budget: float) -> None:
+        self.budget_usd = budget
+        self.budget, self.spent, self.calls = budget, 0.0, []
+        self.held: dict[str, float] = {}
+
+    async def reserve(self, amount_usd: float) -> str:
         if self.spent + amount_usd > self.budget:
             raise BudgetExceeded("p", self.spent, self.budget, amount_usd)
         self.spent += amount_usd
         self.calls.append(("reserve", amount_usd))
+        reservation = f"r{len(self.held)}"
+        self.held[reservation] = amount_usd
+        return reservation
 
-    async def settle(self, reserved_usd: float, actual_usd: float) -> None:
-        self.spent += actual_usd - reserved_usd
+    async def settle(self, reservation: str, actual_usd: float) -> None:
+        self.spent += actual_usd - self.held.pop(reservation)
         self.calls.append(("settle", actual_usd))
 
 
@@ -150,3 +161,52 @@ async def test_guard_reserves_an_upper_bound_then_settles_the_real_cost(
         await router.complete(step="hook", tier="premium", messages=_messages(), max_tokens=8, guard=broke)
     assert broke.spent == 0 and broke.calls == []
     await router.aclose()
+
+
+async def test_a_reservation_no_call_settles_is_given_back_when_its_lease_runs_out(
+    settings: Settings, aredis: aioredis.Redis
+) -> None:
+    keys = keys_for(settings)
+    persona = f"lease-{uuid.uuid4().hex[:8]}"
+    dead = SpendLedger(aredis, keys, persona, 1.0, job_id="job_dead", lease_s=0.2)
+    await dead.reserve(0.4)  # its call died: nothing will settle it
+    live = SpendLedger(aredis, keys, persona, 1.0, job_id="job_live")
+    settled = await live.reserve(0.3)
+    await live.settle(settled, 0.1)
+    assert await live.spent_today() == pytest.approx(0.5)
+    assert [r.job_id for r in await live.outstanding()] == ["job_dead"]
+    await asyncio.sleep(0.3)
+    # The dead hold no longer counts against the budget: a reservation that needs its room fits.
+    third = await live.reserve(0.85)
+    assert [r.job_id for r in await live.outstanding()] == ["job_live"]
+    await live.settle(third, 0.05)
+    assert await live.spent_today() == pytest.approx(0.15)
+    assert await live.outstanding() == []
+    assert await live.job_spend("job_live") == pytest.approx(0.15)
+    # A call settled after its lease ran out was still made: it is charged in full.
+    late = SpendLedger(aredis, keys, persona, 1.0, lease_s=0.0)
+    late_id = await late.reserve(0.2)
+    assert await late.release_expired() == 1 and await late.spent_today() == pytest.approx(0.15)
+    await late.settle(late_id, 0.02)
+    assert await late.spent_today() == pytest.approx(0.17)
+
+
+async def test_a_restarted_holder_gives_back_what_its_dead_calls_held(
+    settings: Settings, aredis: aioredis.Redis
+) -> None:
+    keys = keys_for(settings)
+    persona, role = f"holder-{uuid.uuid4().hex[:8]}", f"gateway:test-{uuid.uuid4().hex[:8]}"
+    sync = sync_redis(settings)
+    try:
+        assert take_over_reservations(sync, keys, role, f"{role}:first") == 0
+        first = SpendLedger(aredis, keys, persona, 1.0, holder=f"{role}:first")
+        other = SpendLedger(aredis, keys, persona, 1.0, holder="someone-else")
+        await first.reserve(0.3)  # in flight when its process died
+        kept = await other.reserve(0.2)
+        assert take_over_reservations(sync, keys, role, f"{role}:second") == 1
+    finally:
+        sync.close()
+    assert [r.holder for r in await first.outstanding()] == ["someone-else"]
+    assert await first.spent_today() == pytest.approx(0.2)
+    await other.settle(kept, 0.1)
+    assert await first.spent_today() == pytest.approx(0.1) and await first.outstanding() == []

@@ -213,3 +213,12 @@ def test_local_tier_url_follows_the_serve_port_unless_set(monkeypatch: pytest.Mo
     assert load_settings().local.base_url == "http://127.0.0.1:8123/llm/v1"
     monkeypatch.setenv("CHORUS_LOCAL__BASE_URL", "http://gpu-tier:8000/llm/v1")
     assert load_settings().local.base_url == "http://gpu-tier:8000/llm/v1"
+
+
+def test_the_editor_budget_ceiling_has_a_default_and_an_env_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().budget.editor_ceiling_usd == 10.0
+    monkeypatch.setenv("CHORUS_BUDGET__EDITOR_CEILING_USD", "250")
+    assert load_settings().budget.editor_ceiling_usd == 250.0
+    monkeypatch.setenv("CHORUS_BUDGET__EDITOR_CEILING_USD", "-1")
+    with pytest.raises(ValueError, match=r"budget\.editor_ceiling_usd"):
+        load_settings()

@@ -77,6 +77,16 @@ def test_up_with_prometheus_then_down_stops_what_it_started(redis_url: str, tmp_
         record = json.loads((tmp_path / "data" / "chorus" / "services.json").read_text())
         started_ray = record["ray"]["pid"]
         assert record.get("redis") is None  # it answered, so `up` only used it
+        # The local tier's service key: generated once, readable by this user only, and what the
+        # fleet's own clients authenticate with (readiness checks the tier with it).
+        key_file = tmp_path / "data" / "chorus" / "local-tier-key"
+        assert "generated the local tier's service key" in out, out
+        assert key_file.stat().st_mode & 0o777 == 0o600 and key_file.read_text().strip()
+        serve_url = f"http://127.0.0.1:{serve_port}"
+        ready = httpx.get(f"{serve_url}/readyz", timeout=30)
+        assert ready.status_code == 200 and ready.json()["checks"]["local_tier"] == "ok", ready.text
+        anonymous = httpx.post(f"{serve_url}/llm/v1/completions", json={"model": TEST_MODEL, "prompt": "hi"})
+        assert anonymous.status_code == 401, anonymous.text
 
         code, out = chorus("status")
         assert code == 0, out
@@ -100,6 +110,7 @@ def test_up_with_prometheus_then_down_stops_what_it_started(redis_url: str, tmp_
         code, out = chorus(*up[:1], "--personas", str(personas))
         assert code == 0, out
         assert "starting a local Ray head" not in out and "using the admin key saved" in out, out
+        assert "generated the local tier's service key" not in out, out
     finally:
         code, out = chorus("down")
     assert code == 0, out

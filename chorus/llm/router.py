@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 
 from chorus import metrics
 from chorus.llm.cache import CachedResponse, ResponseCache, cache_key
-from chorus.llm.pricing import PriceTable
+from chorus.llm.pricing import PriceTable, max_prompt_tokens
 from chorus.llm.types import BudgetExceeded, LLMResult, Messages, SpendGuard, TiersUnavailable
 from chorus.settings import Settings, Tier
 from chorus.store import keys_for
@@ -43,15 +43,6 @@ class _Endpoint:
     client: openai.AsyncOpenAI
 
 
-def max_prompt_tokens(messages: Messages) -> int:
-    """An upper bound on prompt tokens that needs no tokenizer.
-
-    A BPE token encodes at least one byte, so UTF-8 bytes plus a few special tokens per message
-    bound the count for any model; budgets reserve against it so spend can never overshoot.
-    """
-    return sum(len(m["content"].encode("utf-8")) + 8 for m in messages) + 8
-
-
 class Router:
     def __init__(
         self,
@@ -62,11 +53,16 @@ class Router:
         self.prices = PriceTable(settings.pricing)
         timeout = settings.router.timeout_s
         # Retries are the router's own (with fallback between them), so the SDK's are off.
+        if settings.local.api_key is None:
+            log.warning("local.api_key is not set (CHORUS_LOCAL__API_KEY): the local tier will refuse calls")
         self.local = _Endpoint(
             "local",
             settings.local.model,
             openai.AsyncOpenAI(
-                base_url=settings.local.base_url, api_key="local", timeout=timeout, max_retries=0
+                base_url=settings.local.base_url,
+                api_key=settings.local.service_token(),
+                timeout=timeout,
+                max_retries=0,
             ),
         )
         self.premium: _Endpoint | None = None
@@ -156,25 +152,22 @@ class Router:
         failures: list[str] = []
         attempts = 0
         for endpoint in chain:
-            reserved = self.prices.cost(
-                endpoint.tier, endpoint.model, max_prompt_tokens(messages), max_tokens
-            )
-            if guard is not None:
-                await guard.reserve(reserved)
+            reserved = self.prices.worst_case(endpoint.tier, endpoint.model, messages, max_tokens)
+            reservation = await guard.reserve(reserved) if guard is not None else None
             try:
                 text, usage, tries = await self._call_with_retries(step, endpoint, messages, sampling)
             except Exception as exc:
                 attempts += self.settings.router.max_retries + 1
-                if guard is not None:
-                    await guard.settle(reserved, 0.0)
+                if guard is not None and reservation is not None:
+                    await guard.settle(reservation, 0.0)
                 failures.append(f"{endpoint.tier}: {type(exc).__name__}: {exc}")
                 fallback_reason = f"{endpoint.tier}_error: {type(exc).__name__}"
                 log.warning("step %s: %s tier failed (%s); trying the next tier", step, endpoint.tier, exc)
                 continue
             attempts += tries
             cost = self.prices.cost(endpoint.tier, endpoint.model, *usage)
-            if guard is not None:
-                await guard.settle(reserved, cost)
+            if guard is not None and reservation is not None:
+                await guard.settle(reservation, cost)
             if key is not None and self.cache is not None and endpoint is chain[0]:
                 await self.cache.put(
                     key,

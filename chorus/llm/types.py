@@ -54,14 +54,19 @@ class TiersUnavailable(RuntimeError):
 
 
 class SpendGuard(Protocol):
-    """A persona's budget: checked before each paid call, told what the call really cost."""
+    """A persona's budget: checked before each paid call, told what the call really cost.
+
+    `reserve` holds the call's worst case and returns the reservation's id; `settle` replaces
+    that reservation by the real cost. `job_id` is the job the calls are for, when there is one.
+    """
 
     persona_id: str
     budget_usd: float
+    job_id: str | None
 
-    async def reserve(self, amount_usd: float) -> None: ...
+    async def reserve(self, amount_usd: float) -> str: ...
 
-    async def settle(self, reserved_usd: float, actual_usd: float) -> None: ...
+    async def settle(self, reservation: str, actual_usd: float) -> None: ...
 
 
 class ModelClient(Protocol):

@@ -9,6 +9,9 @@ from langgraph.runtime import Runtime
 from graphs.content.prompts import STOP, first_line, hook_messages
 from graphs.content.state import PostState, WorkflowContext, record
 
+# A job's first paid call: the fleet refuses a new job whose budget cannot hold its worst case.
+HOOK_MAX_TOKENS = 40
+
 
 async def hook(state: PostState, runtime: Runtime[WorkflowContext]) -> PostState:
     started = time.perf_counter()
@@ -17,7 +20,7 @@ async def hook(state: PostState, runtime: Runtime[WorkflowContext]) -> PostState
         step="hook",
         tier=ctx.persona.model_policy.hook,
         messages=hook_messages(ctx.persona, state["topic"]),
-        max_tokens=40,
+        max_tokens=HOOK_MAX_TOKENS,
         temperature=0.7,
         stop=list(STOP),
         use_cache="hook" not in ctx.persona.rules.no_cache_steps,
