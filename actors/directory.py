@@ -30,21 +30,16 @@ from actors.gateway import ray_cause
 from actors.persona import PersonaActor
 from chorus import metrics
 from chorus.cadence import due_slots
+from chorus.models import TERMINAL_JOB_STATUSES, Audience, JobErrorCode, new_job_id
 from chorus.settings import Settings
-from chorus.state import (
-    TERMINAL_JOB_STATUSES,
-    Audience,
-    EngagementRepo,
-    JobErrorCode,
-    JobRepo,
-    PersonaRepo,
-    PostRepo,
-    ScheduleRepo,
-    SpendLedger,
-    new_job_id,
-    release_reservations,
-)
-from chorus.store import async_redis, keys_for
+from chorus.store.client import async_redis
+from chorus.store.engagement import EngagementRepo
+from chorus.store.jobs import JobRepo
+from chorus.store.keys import keys_for
+from chorus.store.personas import PersonaRepo
+from chorus.store.posts import PostRepo
+from chorus.store.schedule import ScheduleRepo
+from chorus.store.spend import SpendLedger, release_reservations
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +67,11 @@ class Directory:
         self.idle_s = settings.fleet.idle_passivate_s
         self.redis = async_redis(settings)
         keys = keys_for(settings)
-        self.jobs = JobRepo(self.redis, keys)
+        self.jobs = JobRepo(self.redis, keys, settings.store)
         self.engagement = EngagementRepo(self.redis, keys)
         self.posts = PostRepo(self.redis, keys, settings.fleet.recent_posts_window)
         self.personas = PersonaRepo(self.redis, keys)
-        self.slots = ScheduleRepo(self.redis, keys)
+        self.slots = ScheduleRepo(self.redis, keys, settings.store)
         self._keys = keys
         self.scheduler: asyncio.Task[None] | None = None
         self.active: OrderedDict[str, _Active] = OrderedDict()  # least recently used first
@@ -253,7 +248,7 @@ class Directory:
             slots = due_slots(spec.cadence, now, self.settings.fleet.schedule_catch_up_s)
             if not slots:
                 continue
-            ledger = SpendLedger.of(self.redis, self._keys, spec, self.settings.budget.default_daily_usd)
+            ledger = SpendLedger.for_persona(self.redis, self._keys, spec, self.settings)
             if await ledger.exhausted():
                 continue
             for slot in slots:
@@ -320,7 +315,7 @@ class Directory:
         here, every housekeeping round, keeps one series per persona and platform and keeps cost
         per follower current as spend grows between reports.
         """
-        reports = await self.engagement.of(await self.engagement.reported_personas())
+        reports = await self.engagement.latest_for(await self.engagement.reported_personas())
         costs = await self.posts.lifetime_costs(list(reports))
         for persona_id, engagements in reports.items():
             for report in engagements:
@@ -328,7 +323,7 @@ class Directory:
                 metrics.set_gauge("chorus_followers", report.followers, **tags)
                 if report.engagement_rate is not None:
                     metrics.set_gauge("chorus_engagement_rate", report.engagement_rate, **tags)
-            cost_per_follower = Audience.of(engagements, costs[persona_id]).cost_per_follower_usd
+            cost_per_follower = Audience.from_reports(engagements, costs[persona_id]).cost_per_follower_usd
             if cost_per_follower is not None:
                 metrics.set_gauge("chorus_cost_per_follower_usd", cost_per_follower, persona=persona_id)
 

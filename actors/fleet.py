@@ -16,30 +16,39 @@ from ray.actor import ActorHandle
 from actors.directory import get_directory
 from actors.gateway import get_gateway
 from chorus.cadence import local_day, slots_on
+from chorus.errors import (
+    BudgetExceeded,
+    NothingToRestore,
+    PersonaExists,
+    PlatformNotUsed,
+    UnknownJob,
+    UnknownPersona,
+)
 from chorus.llm.pricing import PriceTable, first_endpoint
-from chorus.llm.types import BudgetExceeded
-from chorus.persona import PersonaSpec
-from chorus.settings import Settings
-from chorus.state import (
+from chorus.models import (
     TERMINAL_JOB_STATUSES,
     Audience,
     Engagement,
-    EngagementRepo,
     EngagementReport,
     Job,
     JobEvent,
-    JobRepo,
-    PersonaRepo,
     PersonaStats,
+    Post,
     PostPage,
-    PostRepo,
     PostStatus,
     Schedule,
     ScheduledSlot,
-    ScheduleRepo,
-    SpendLedger,
 )
-from chorus.store import async_redis, keys_for
+from chorus.persona import PersonaSpec
+from chorus.settings import Settings
+from chorus.store.client import async_redis
+from chorus.store.engagement import EngagementRepo
+from chorus.store.jobs import JobRepo
+from chorus.store.keys import keys_for
+from chorus.store.personas import PersonaRepo
+from chorus.store.posts import PostRepo
+from chorus.store.schedule import ScheduleRepo
+from chorus.store.spend import SpendLedger
 from graphs.content.nodes.hook import HOOK_MAX_TOKENS
 from graphs.content.prompts import hook_messages
 
@@ -53,44 +62,6 @@ async def _stop(task: asyncio.Future[None]) -> None:
         raise task.exception()  # type: ignore[misc]
 
 
-class UnknownPersona(KeyError):
-    def __init__(self, persona_id: str) -> None:
-        super().__init__(persona_id)
-        self.persona_id = persona_id
-
-    def __str__(self) -> str:
-        return f"persona {self.persona_id!r} does not exist"
-
-
-class PersonaExists(ValueError):
-    def __init__(self, persona_id: str) -> None:
-        super().__init__(
-            f"persona {persona_id!r} exists again; delete it first to restore the deleted one"
-        )
-
-
-class NothingToRestore(KeyError):
-    def __init__(self, persona_id: str, retention_days: float) -> None:
-        super().__init__(persona_id)
-        self.persona_id = persona_id
-        self.retention_days = retention_days
-
-    def __str__(self) -> str:
-        return (
-            f"no deleted persona {self.persona_id!r} to restore "
-            f"(deleted personas are kept {self.retention_days:g} days)"
-        )
-
-
-class PlatformNotUsed(ValueError):
-    """An engagement report for a platform the persona does not post to."""
-
-    def __init__(self, persona_id: str, platform: str, platforms: list[str]) -> None:
-        super().__init__(
-            f"persona {persona_id!r} does not post to {platform}; its platforms are {', '.join(platforms)}"
-        )
-
-
 class Fleet:
     def __init__(self, settings: Settings, client: aioredis.Redis | None = None) -> None:
         self.settings = settings
@@ -98,10 +69,10 @@ class Fleet:
         keys = keys_for(settings)
         self._keys = keys
         self.personas = PersonaRepo(self.redis, keys)
-        self.jobs = JobRepo(self.redis, keys)
+        self.jobs = JobRepo(self.redis, keys, settings.store)
         self.post_repo = PostRepo(self.redis, keys, settings.fleet.recent_posts_window)
         self.engagement = EngagementRepo(self.redis, keys)
-        self.slots = ScheduleRepo(self.redis, keys)
+        self.slots = ScheduleRepo(self.redis, keys, settings.store)
         self._directory: ActorHandle | None = None
         self._prices = PriceTable(settings.pricing)
 
@@ -161,8 +132,36 @@ class Fleet:
             raise UnknownPersona(persona_id)
         return spec
 
+    async def find_persona(self, persona_id: str) -> PersonaSpec | None:
+        """The persona's spec, or None when there is none (`persona` raises instead)."""
+        return await self.personas.get(persona_id)
+
+    async def list_personas(self) -> list[PersonaSpec]:
+        return await self.personas.all()
+
+    async def persona_count(self) -> int:
+        return len(await self.personas.ids())
+
+    async def post(self, post_id: str) -> Post | None:
+        return await self.post_repo.get(post_id)
+
+    async def budget_refusal(self, persona_id: str) -> BudgetExceeded:
+        """The persona's budget as it stands, as the refusal of a new job's first model call."""
+        spec = await self.persona(persona_id)
+        ledger = self.ledger(spec)
+        spent = await ledger.spent_today()
+        return BudgetExceeded(persona_id, spent, ledger.budget_usd, self.first_call_usd(spec))
+
+    async def ping_store(self) -> None:
+        """Raises when the fleet's Redis does not answer."""
+        await self.redis.ping()
+
+    async def close(self) -> None:
+        """Release the fleet's Redis connections."""
+        await self.redis.aclose()
+
     def ledger(self, spec: PersonaSpec) -> SpendLedger:
-        return SpendLedger.of(self.redis, self._keys, spec, self.settings.budget.default_daily_usd)
+        return SpendLedger.for_persona(self.redis, self._keys, spec, self.settings)
 
     def first_call_usd(self, spec: PersonaSpec) -> float:
         """The least a new job's first paid call (its hook) reserves on the persona's budget.
@@ -245,7 +244,7 @@ class Fleet:
                 await _stop(end)
         job = await self.jobs.get(job_id)
         if job is None:
-            raise KeyError(job_id)
+            raise UnknownJob(job_id)
         if job.status not in TERMINAL_JOB_STATUSES:
             raise TimeoutError(f"job {job_id} is still {job.status} after {timeout_s:.3g}s")
         return job
@@ -272,7 +271,7 @@ class Fleet:
         spec = await self.persona(persona_id)
         ledger = self.ledger(spec)
         stats = await self.post_repo.stats(persona_id, await ledger.spent_today(), ledger.budget_usd)
-        audience = Audience.of(await self.engagement.latest(persona_id), stats.cost_usd)
+        audience = Audience.from_reports(await self.engagement.latest(persona_id), stats.cost_usd)
         return stats.model_copy(update=audience.model_dump())
 
     async def status(self) -> dict[str, object]:

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
-from typing import Any
 
 import ray
 from ray.actor import ActorHandle
 from ray.exceptions import RayTaskError
 from redis.exceptions import RedisError
 
-from chorus.llm.types import BudgetExceeded, LLMResult, Messages, SpendGuard
-from chorus.settings import Settings, Tier
+from chorus.errors import BudgetExceeded
+from chorus.llm.types import LLMResult, ModelRequest, SpendGuard
+from chorus.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +53,15 @@ def reservation_lease_s(settings: Settings) -> float:
 class ModelGateway:
     def __init__(self, settings: Settings) -> None:
         from chorus.llm.router import Router
-        from chorus.state import SpendLedger, take_over_reservations
-        from chorus.store import async_redis, keys_for, sync_redis
+        from chorus.store.client import async_redis, sync_redis
+        from chorus.store.keys import keys_for
+        from chorus.store.spend import SpendLedger, take_over_reservations
 
         self._redis = async_redis(settings)
         self._keys = keys_for(settings)
         self._ledger = SpendLedger
         self._lease_s = reservation_lease_s(settings)
+        self._store = settings.store
         # This process's reservations are told apart from a previous gateway's: when that one
         # died mid-call, none of its calls is still running, so what they held goes back now
         # (before this process takes any call), not only when their leases run out.
@@ -79,7 +80,7 @@ class ModelGateway:
             log.warning("model gateway restarted: released %d reservation(s) of calls that died", released)
         self.router = Router(settings, self._redis)
 
-    async def complete(self, request: dict[str, Any], budget: Budget | None) -> LLMResult:
+    async def complete(self, request: ModelRequest, budget: Budget | None) -> LLMResult:
         guard = None
         if budget is not None:
             persona_id, budget_usd, job_id = budget
@@ -91,8 +92,9 @@ class ModelGateway:
                 job_id=job_id,
                 holder=self.holder,
                 lease_s=self._lease_s,
+                store=self._store,
             )
-        return await self.router.complete(**request, guard=guard)
+        return await self.router.complete(request, guard)
 
     async def ping(self) -> bool:
         return True
@@ -118,33 +120,8 @@ class GatewayClient:
     def __init__(self, gateway: ActorHandle) -> None:
         self._gateway = gateway
 
-    async def complete(
-        self,
-        *,
-        step: str,
-        tier: Tier,
-        messages: Messages,
-        max_tokens: int = 256,
-        temperature: float = 0.7,
-        top_p: float = 0.95,
-        stop: Sequence[str] | None = None,
-        seed: int | None = None,
-        use_cache: bool = True,
-        guard: SpendGuard | None = None,
-        persona: str = "none",
-    ) -> LLMResult:
-        request = {
-            "step": step,
-            "tier": tier,
-            "messages": [dict(m) for m in messages],
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "top_p": top_p,
-            "stop": list(stop) if stop else None,
-            "seed": seed,
-            "use_cache": use_cache,
-            "persona": persona,
-        }
+    async def complete(self, request: ModelRequest, guard: SpendGuard | None = None) -> LLMResult:
+        step = request.step
         budget: Budget | None = (
             (guard.persona_id, guard.budget_usd, guard.job_id) if guard is not None else None
         )

@@ -16,26 +16,21 @@ from langchain_core.runnables import RunnableConfig
 
 from actors.gateway import GatewayClient, get_gateway
 from chorus import metrics
-from chorus.llm.types import BudgetExceeded, ModelClient, TiersUnavailable
+from chorus.errors import BudgetExceeded, TiersUnavailable, UnknownJob
+from chorus.llm.types import ModelClient
+from chorus.models import TERMINAL_JOB_STATUSES, JobErrorCode, JobStatus, budget_exceeded_message
 from chorus.settings import Settings
-from chorus.state import (
-    TERMINAL_JOB_STATUSES,
-    JobErrorCode,
-    JobRepo,
-    JobStatus,
-    PersonaRepo,
-    PostRepo,
-    SpendLedger,
-    budget_exceeded_message,
-)
-from chorus.store import async_redis, keys_for
+from chorus.store.client import async_redis
+from chorus.store.jobs import JobRepo
+from chorus.store.keys import keys_for
+from chorus.store.personas import PersonaRepo
+from chorus.store.posts import PostRepo
+from chorus.store.spend import SpendLedger
 from graphs.checkpoint import RedisCheckpointSaver
 from graphs.content.graph import build_content_graph
 from graphs.content.state import WorkflowContext
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_TTL_S = 7 * 24 * 3600
 
 
 class PersonaWorker:
@@ -48,11 +43,11 @@ class PersonaWorker:
         keys = keys_for(settings)
         self.models = models
         self.personas = PersonaRepo(client, keys)
-        self.jobs = JobRepo(client, keys)
+        self.jobs = JobRepo(client, keys, settings.store)
         self.posts = PostRepo(client, keys, settings.fleet.recent_posts_window)
         self.redis, self.keys = client, keys
         self.checkpoints = RedisCheckpointSaver(
-            aclient=client, key_prefix=keys("ckpt"), ttl_s=CHECKPOINT_TTL_S
+            aclient=client, key_prefix=keys("ckpt"), ttl_s=settings.store.checkpoint_ttl_s
         )
         self.graph = build_content_graph(self.checkpoints)
         # One job at a time per persona: its recent posts, counters and spend stay consistent.
@@ -65,7 +60,7 @@ class PersonaWorker:
     async def _run(self, job_id: str) -> JobStatus:
         job = await self.jobs.get(job_id)
         if job is None:
-            raise KeyError(f"job {job_id} does not exist")
+            raise UnknownJob(job_id)
         if job.status in TERMINAL_JOB_STATUSES:
             return job.status  # a re-delivered call for a job that already finished
         spec = await self.personas.get(self.persona_id)
@@ -83,10 +78,10 @@ class PersonaWorker:
             job_id, status="running", started_at=job.started_at or now, attempts=job.attempts + 1
         )
         budget = spec.budget_usd(self.settings.budget.default_daily_usd)
-        ledger = SpendLedger(self.redis, self.keys, spec.id, budget, job_id=job_id)
+        ledger = SpendLedger(self.redis, self.keys, spec.id, budget, job_id=job_id, store=self.settings.store)
         context = WorkflowContext(
             persona=spec,
-            router=self.models,
+            model=self.models,
             save_post=self.posts.save,
             recent=await self.posts.recent(spec.id),
             guard=ledger,

@@ -8,7 +8,7 @@ One run, everything against the same Redis, seeded with one persona and a few hu
 
 1. throughput and p50/p99 latency of ``GET /v1/personas/{id}`` and ``GET /v1/posts`` at 1, 50 and
    200 concurrent clients, measured by `wrk` (a load generator that is not the thing measured),
-   against three servers of the very same FastAPI app (`serve.app.create_app`):
+   against three servers of the very same FastAPI app (`serve.api.app.create_app`):
    bare uvicorn (baseline), Ray Serve through its HTTP proxy, and Serve's direct ingress (the
    replica's own port, RAY_SERVE_ENABLE_DIRECT_INGRESS=1; the proxy keeps working alongside).
    Targets at 50 clients: >= 0.3x bare throughput and p99 < 100 ms.
@@ -41,12 +41,16 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/...`
 
 from bench.harness import free_port, throwaway_redis
-from chorus.auth import KeyStore
+from chorus.models import Post
 from chorus.persona import load_persona_file
-from chorus.runtime import api_url, connect_ray, deploy_api, start_serve, wait_for_http
 from chorus.settings import Settings, load_settings
-from chorus.state import JobRepo, PersonaRepo, Post, PostRepo
-from chorus.store import async_redis, keys_for
+from chorus.store.api_keys import KeyStore
+from chorus.store.client import async_redis
+from chorus.store.jobs import JobRepo
+from chorus.store.keys import keys_for
+from chorus.store.personas import PersonaRepo
+from chorus.store.posts import PostRepo
+from ops.deploy import api_url, connect_ray, deploy_api, start_serve, wait_for_http
 
 ROOT = Path(__file__).resolve().parents[1]
 PERSONA = ROOT / "personas" / "ember-and-oak-coffee.yaml"
@@ -153,7 +157,7 @@ def bare_uvicorn(settings: Settings) -> Iterator[str]:
 def serve_bare(port: int) -> None:
     import uvicorn
 
-    from serve.app import create_app
+    from serve.api.app import create_app
 
     uvicorn.run(
         create_app(load_settings()), host="127.0.0.1", port=port, log_level="warning", access_log=False

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.table import Table
 
-from chorus.runtime import connect_ray, deploy_local_tier, start_serve
+from chorus.settings import Settings
+from ops.deploy import connect_ray, deploy_local_tier, start_serve
 
 # Re-exported: every benchmark takes its ports and its Redis from here.
-from chorus.services import free_port as free_port
-from chorus.services import throwaway_redis as throwaway_redis
-from chorus.settings import Settings
+from ops.local_stack import throwaway_redis as throwaway_redis
+from ops.ports import free_port as free_port
 
 console = Console(width=140)  # no wrapping when stdout is not a terminal
 

@@ -46,10 +46,11 @@ from bench.harness import (
     spread,
     throwaway_redis,
 )
-from chorus.llm.llama_engine import gemma_model_path
 from chorus.llm.router import Router
+from chorus.llm.types import ModelRequest
 from chorus.settings import Settings, load_settings
-from chorus.store import async_redis
+from chorus.store.client import async_redis
+from serve.llm.engines.llama_cpp import gemma_model_path
 
 # A few-shot social-post document for the base model to continue. No stop sequence is used, and
 # this prompt carries on well past 64 tokens without an end-of-text token, so every timed call
@@ -204,7 +205,7 @@ async def bench_router(settings: Settings, runs: int) -> tuple[list[float], list
 
     async def via_router() -> Any:
         return await router.complete(
-            step="bench", tier="local", messages=CHAT_MESSAGES, use_cache=False, **request
+            ModelRequest(step="bench", tier="local", messages=CHAT_MESSAGES, use_cache=False, **request)
         )
 
     async def via_direct() -> Any:
@@ -235,12 +236,14 @@ async def bench_router(settings: Settings, runs: int) -> tuple[list[float], list
             # the cache, the second one is timed and must be a hit.
             async def cached(seed: int = i) -> Any:
                 return await router.complete(
-                    step="bench",
-                    tier="local",
-                    messages=CHAT_MESSAGES,
-                    seed=seed,
-                    use_cache=True,
-                    **request,
+                    ModelRequest(
+                        step="bench",
+                        tier="local",
+                        messages=CHAT_MESSAGES,
+                        seed=seed,
+                        use_cache=True,
+                        **request,
+                    )
                 )
 
             _, first = await _timed(cached)

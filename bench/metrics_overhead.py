@@ -50,11 +50,13 @@ from bench.harness import (
 )
 from chorus import metrics
 from chorus.llm.router import Router
-from chorus.llm.types import LLMResult
+from chorus.llm.types import LLMResult, ModelRequest, SpendGuard
 from chorus.persona import PersonaSpec, load_persona_file
 from chorus.settings import Settings, load_settings
-from chorus.state import JobRepo, PersonaRepo
-from chorus.store import async_redis, keys_for
+from chorus.store.client import async_redis
+from chorus.store.jobs import JobRepo
+from chorus.store.keys import keys_for
+from chorus.store.personas import PersonaRepo
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "personas" / "ember-and-oak-coffee.yaml"
 TARGET = 0.02
@@ -84,8 +86,8 @@ class Greedy:
     def __init__(self, router: Router) -> None:
         self.router = router
 
-    async def complete(self, **request: Any) -> LLMResult:
-        return await self.router.complete(**{**request, "temperature": 0.0, "seed": 0})
+    async def complete(self, request: ModelRequest, guard: SpendGuard | None = None) -> LLMResult:
+        return await self.router.complete(request.model_copy(update={"temperature": 0.0, "seed": 0}), guard)
 
 
 @contextmanager

@@ -39,8 +39,8 @@ from bench.harness import (
 from chorus.llm.router import Router
 from chorus.persona import PersonaSpec, load_persona_file
 from chorus.settings import Settings, load_settings
-from chorus.state import PostRepo
-from chorus.store import keys_for
+from chorus.store.keys import keys_for
+from chorus.store.posts import PostRepo
 from graphs.content.nodes.body import body
 from graphs.content.nodes.finalize import finalize
 from graphs.content.nodes.hook import hook
@@ -98,11 +98,11 @@ async def posts_through_actors(settings: Settings, count: int) -> tuple[list[flo
         [job_id] = await fleet.generate(spec.id, 1)
         job = await fleet.wait(job_id, timeout_s=300)
         walls.append(time.perf_counter() - started)
-        post = await fleet.post_repo.get(job_id)
+        post = await fleet.post(job_id)
         if job.status != "done" or post is None:
             raise SystemExit(f"bench post failed: {job.status} {job.error}")
         inside.append(sum(n.duration_s for n in post.nodes))
-    await fleet.redis.aclose()
+    await fleet.close()
     return walls[1:], inside[1:]
 
 
@@ -115,7 +115,7 @@ async def posts_direct(settings: Settings, count: int) -> list[float]:
     walls = []
     for i in range(count):
         ctx = WorkflowContext(
-            persona=spec, router=router, save_post=posts.save, recent=await posts.recent(spec.id)
+            persona=spec, model=router, save_post=posts.save, recent=await posts.recent(spec.id)
         )
         runtime: Runtime[WorkflowContext] = Runtime(context=ctx)
         started = time.perf_counter()

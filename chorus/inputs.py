@@ -119,3 +119,11 @@ Prose = Annotated[str, AfterValidator(clean_prose), Field(json_schema_extra={"pa
 # A short name people read: a display name, a key's name.
 Label = Annotated[str, AfterValidator(clean_label), Field(json_schema_extra={"pattern": LABEL_PATTERN})]
 Hashtag = Annotated[str, Field(json_schema_extra={"pattern": HASHTAG_PATTERN})]
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """Where in an input a problem is, as people write it: ``platforms[0].name``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out

@@ -10,7 +10,12 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
+
+from pydantic import TypeAdapter, ValidationError
+
+from chorus.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +149,25 @@ METRICS: dict[str, MetricDef] = {d.name: d for d in _DEFS}
 _instances: dict[str, Any] = {}
 
 
+# `Settings.metrics_enabled`, as its environment variable: read per call (not from the cached
+# settings) so a benchmark can compare both ways within one process tree.
+METRICS_ENABLED_ENV = "CHORUS_METRICS_ENABLED"
+_METRICS_ENABLED_DEFAULT: bool = Settings.model_fields["metrics_enabled"].default
+
+
+@lru_cache(maxsize=16)
+def _flag(raw: str) -> bool:
+    # The setting's own parsing (0/1, false/true, off/on...); a value Settings would refuse at
+    # start leaves recording on rather than fail a metric call.
+    try:
+        return TypeAdapter(bool).validate_python(raw)
+    except ValidationError:
+        return True
+
+
 def enabled() -> bool:
-    # Read per call so a benchmark can compare both ways within one process tree.
-    return os.environ.get("CHORUS_METRICS_ENABLED", "1") not in ("0", "false", "False")
+    raw = os.environ.get(METRICS_ENABLED_ENV)
+    return _METRICS_ENABLED_DEFAULT if raw is None else _flag(raw)
 
 
 def _metric(name: str) -> Any:

@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from chorus.errors import PersonaSpecError
 from chorus.inputs import (
     ONLY_INTEGERS,
     ONLY_NUMBERS,
@@ -27,6 +28,7 @@ from chorus.inputs import (
     Label,
     Number,
     Prose,
+    field_path,
     hashtag_problem,
     nfc,
 )
@@ -275,31 +277,6 @@ class PersonaSpec(_Strict):
         return min(p.limit for p in self.platforms)
 
 
-class PersonaSpecError(ValueError):
-    """An invalid persona spec; names the source, the field and what is wrong.
-
-    `field` and `message` are the first problem; `problems` holds every one, as (field, message),
-    so a misspelt field is reported next to the required field it fails to provide.
-    """
-
-    def __init__(
-        self, source: str, field: str, message: str, problems: list[tuple[str, str]] | None = None
-    ) -> None:
-        self.source = source
-        self.field = field
-        self.message = message
-        self.problems = problems or [(field, message)]
-        text = "; ".join(f"{f}: {m}" if f else m for f, m in self.problems)
-        super().__init__(f"{source}: {text}")
-
-
-def _field_path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
 # Enough to see every typo in a file, short enough to stay one readable line.
 MAX_REPORTED_PROBLEMS = 5
 
@@ -321,7 +298,7 @@ def parse_persona(data: Any, source: str = "<persona>") -> PersonaSpec:
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown field (check its spelling against docs/personas.md)"
-        problems.append((_field_path(err["loc"]), message))
+        problems.append((field_path(err["loc"]), message))
     if len(errors) > MAX_REPORTED_PROBLEMS:
         problems.append(("", f"and {len(errors) - MAX_REPORTED_PROBLEMS} more"))
     field, message = problems[0]

@@ -28,11 +28,9 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from chorus.errors import SettingsError
+
 Tier = Literal["premium", "local"]
-
-
-class SettingsError(ValueError):
-    """A setting is invalid; the message names it and says what is wrong."""
 
 
 class _Section(BaseModel):
@@ -42,6 +40,9 @@ class _Section(BaseModel):
 class RedisSettings(_Section):
     url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = Field("chorus", pattern=r"^[a-zA-Z0-9_\-]+$")
+    # redis-py 8 defaults to a 5 s socket timeout; a blocking read of a job's events must return
+    # well before this, or the client raises a network timeout instead of an empty read.
+    socket_timeout_s: float = Field(30.0, gt=0)
 
     @field_validator("url")
     @classmethod
@@ -131,6 +132,23 @@ class CacheSettings(_Section):
     ttl_s: int = Field(7 * 24 * 3600, ge=1)
 
 
+class StoreSettings(_Section):
+    """How long Redis keeps what is not kept for good, and how long event reads block."""
+
+    # A job's record and its event stream (late subscribers replay it from the start).
+    job_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+    # A day's spend ledger and its open reservations: past the UTC day they count for.
+    spend_ttl_s: int = Field(2 * 24 * 3600, ge=86400)
+    # What one job's model calls cost (read when the job ends without a post).
+    job_spend_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+    # A claimed cadence slot: past any catch-up window (fleet.schedule_catch_up_s).
+    slot_ttl_s: int = Field(3 * 24 * 3600, ge=60)
+    # A job's workflow checkpoints (a retried job resumes from them).
+    checkpoint_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+    # One blocking read of a job's event stream; below redis.socket_timeout_s (checked below).
+    events_block_ms: int = Field(2_000, ge=1)
+
+
 class BudgetSettings(_Section):
     # Applied to personas that do not set daily_budget_usd.
     default_daily_usd: float = Field(1.0, ge=0)
@@ -171,7 +189,7 @@ class FleetSettings(_Section):
 
 
 class ApiSettings(_Section):
-    """The Chorus HTTP API (`serve/app.py`) on Serve, and the limits it enforces."""
+    """The Chorus HTTP API (`serve/api/`) on Serve, and the limits it enforces."""
 
     replicas: int = Field(1, ge=1, le=64)
     # I/O bound, and every open event stream holds a slot: far above Serve's default of 5.
@@ -224,12 +242,14 @@ class Settings(BaseSettings):
     pricing: PricingSettings = PricingSettings()
     router: RouterSettings = RouterSettings()
     cache: CacheSettings = CacheSettings()
+    store: StoreSettings = StoreSettings()
     budget: BudgetSettings = BudgetSettings()
     serve: ServeSettings = ServeSettings()
     fleet: FleetSettings = FleetSettings()
     api: ApiSettings = ApiSettings()
     ray_address: str | None = None
     ray_namespace: str = "chorus"
+    # Read by chorus.metrics (from CHORUS_METRICS_ENABLED): off, nothing is recorded (benchmarks).
     metrics_enabled: bool = True
 
     @model_validator(mode="after")
@@ -238,6 +258,15 @@ class Settings(BaseSettings):
         # purpose (another cluster's tier), moving Serve's port moves it too.
         if "base_url" not in self.local.model_fields_set:
             self.local = self.local.model_copy(update={"base_url": f"{self.serve.url}/llm/v1"})
+        return self
+
+    @model_validator(mode="after")
+    def _event_reads_return_before_the_socket_times_out(self) -> Settings:
+        if self.store.events_block_ms >= self.redis.socket_timeout_s * 1000:
+            raise ValueError(
+                f"store.events_block_ms ({self.store.events_block_ms}) must be below "
+                f"redis.socket_timeout_s ({self.redis.socket_timeout_s:g} s)"
+            )
         return self
 
     @classmethod

@@ -23,11 +23,12 @@ import redis
 from pydantic import BaseModel, Field
 
 from actors.fleet import Fleet
-from chorus.persona import PersonaSpec, PersonaSpecError, load_persona_dir, load_persona_file
-from chorus.runtime import connect_ray
-from chorus.services import with_service_key
-from chorus.settings import Settings, SettingsError, load_settings
-from chorus.state import Job, Post
+from chorus.errors import PersonaSpecError, SettingsError
+from chorus.models import Job, Post
+from chorus.persona import PersonaSpec, load_persona_dir, load_persona_file
+from chorus.settings import Settings, load_settings
+from ops.deploy import connect_ray
+from ops.service_key import with_service_key
 
 
 class PersonaReport(BaseModel):
@@ -97,10 +98,10 @@ async def run_campaign(
         reports = []
         for persona_id, ids in job_ids.items():
             jobs = [job for j in ids if (job := await fleet.job(j)) is not None]
-            posts = [post for j in ids if (post := await fleet.post_repo.get(j)) is not None]
+            posts = [post for j in ids if (post := await fleet.post(j)) is not None]
             reports.append(summarise(persona_id, jobs, posts))
     finally:
-        await fleet.redis.aclose()
+        await fleet.close()
     finished = time.time()
     totals = {
         "posts": float(sum(r.posts for r in reports)),

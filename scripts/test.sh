@@ -15,4 +15,5 @@ export CHORUS_TEST_REDIS_URL="redis://127.0.0.1:${port}/0"
 
 echo "== ruff";  python3 -m ruff check .
 echo "== mypy";  python3 -m mypy
+echo "== import contracts"; lint-imports
 echo "== pytest"; python3 -m pytest -q -p no:cacheprovider "$@"

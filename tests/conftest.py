@@ -1,27 +1,28 @@
-"""Session fixtures: one real redis-server, one local Ray, one set of Serve applications per run."""
+"""Session fixtures: one real redis-server, one local Ray, one set of Serve applications per run.
+
+Also marks the integration tests: every test that needs Ray, Serve, the local tier, the API or
+the fleet (directly or through another fixture) gets `integration`, so `-m "not integration"`
+runs the fast tests alone. Helpers tests import by name live in tests/support/, not here.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
-import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 import ray
 import redis
-import yaml
 from ray import serve
 
 from actors.fleet import Fleet
-from chorus.persona import PersonaSpec
-from chorus.runtime import connect_ray, deploy_local_tier, start_serve
-from chorus.services import free_port, throwaway_redis
 from chorus.settings import Settings, load_settings
+from ops.deploy import connect_ray, deploy_local_tier, start_serve
+from tests.support.api import API_LIMITS, create_key
+from tests.support.processes import free_port, throwaway_redis
+from tests.support.tiers import PREMIUM_PRICE, SERVICE_KEY, TEST_MODEL
 
 
 @pytest.fixture(scope="session")
@@ -43,13 +44,6 @@ def redis_client(redis_url: str) -> redis.Redis:
 
 
 # --- Ray, Serve and the local tier -------------------------------------------------------------
-
-TEST_MODEL = "gemma-3-270m"
-# The premium tier in tests is the project's own OpenAI-compatible endpoint under a priced name,
-# so real HTTP goes through the real `openai` client without any outside service.
-PREMIUM_PRICE = {"input_per_mtok": 3.0, "output_per_mtok": 12.0}
-# The local tier's service key; the premium tier in tests is that same tier, so it sends it too.
-SERVICE_KEY = "test-service-key"
 
 
 @pytest.fixture(scope="session")
@@ -88,20 +82,7 @@ def local_tier(ray_serve: Settings) -> str:
     return ray_serve.local.base_url
 
 
-# --- Personas and the fleet --------------------------------------------------------------------
-
-EXAMPLE_PERSONA = Path(__file__).resolve().parents[1] / "personas" / "ember-and-oak-coffee.yaml"
-
-
-def make_persona(persona_id: str, **changes: Any) -> PersonaSpec:
-    """A real example persona under another id, with field changes for the test at hand."""
-    data = yaml.safe_load(EXAMPLE_PERSONA.read_text())
-    data.update(id=persona_id, **changes)
-    return PersonaSpec.model_validate(data)
-
-
-def unique_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+# --- The fleet ---------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -121,14 +102,6 @@ async def fleet(fleet_settings: Settings) -> AsyncIterator[Fleet]:
 
 # --- The HTTP API ------------------------------------------------------------------------------
 
-# Small enough that tests reach the limits; the rest are the product's defaults.
-API_LIMITS = {
-    "max_pending_jobs": 8,
-    "max_body_bytes": 16 * 1024,
-    "sync_timeout_s": 300.0,
-    "sse_keepalive_s": 2.0,
-}
-
 
 @pytest.fixture(scope="session")
 def api_settings(fleet_settings: Settings) -> Settings:
@@ -137,24 +110,17 @@ def api_settings(fleet_settings: Settings) -> Settings:
 
 @pytest.fixture(scope="session")
 def api(api_settings: Settings) -> str:
-    """The Chorus API deployed once on the shared Serve, next to the local tier; its base URL."""
-    from chorus.runtime import api_url, deploy_api
+    """The Chorus API deployed once on the shared Serve, next to the local tier; its base URL.
+
+    Ready, not only live: the API tests are spread over several modules (tests/serve/api/, the
+    CLI's), so none of them can count on running after the one that waits for readiness.
+    """
+    from ops.deploy import api_url, deploy_api, wait_for_http
 
     deploy_api(api_settings)
-    return api_url(api_settings)
-
-
-async def create_key(settings: Settings, role: str, name: str = "tests") -> str:
-    """A key made straight in Redis, the way `chorus up` bootstraps the first admin key."""
-    from chorus.auth import KeyStore
-    from chorus.store import async_redis, keys_for
-
-    client = async_redis(settings)
-    try:
-        _, token = await KeyStore(client, keys_for(settings)).create(role, name)  # type: ignore[arg-type]
-        return token
-    finally:
-        await client.aclose()
+    url = api_url(api_settings)
+    wait_for_http(f"{url}/readyz", timeout_s=120)
+    return url
 
 
 @pytest.fixture(scope="session")
@@ -162,26 +128,22 @@ async def admin_key(api: str, api_settings: Settings) -> str:
     return await create_key(api_settings, "admin")
 
 
-def hook_only_budget(settings: Settings, spec: PersonaSpec) -> float:
-    """A daily budget with room for the hook's worst case and not the body's: a job of the
-    persona (all steps local, no cache) pays for its hook, then stops with budget_exceeded."""
-    from chorus.llm.pricing import PriceTable
-    from chorus.llm.router import max_prompt_tokens
-    from graphs.content.prompts import hook_messages
+# --- Markers ------------------------------------------------------------------------------------
 
-    worst = PriceTable(settings.pricing).cost(
-        "local", settings.local.model, max_prompt_tokens(hook_messages(spec, spec.topics[0])), 40
-    )
-    return worst * 1.2
-
-
-# What a Ray traceback carries and no user may see: the traceback, source paths, colour codes,
-# process ids, the node's address, actor ids.
-_INTERNALS = re.compile(
-    r"Traceback|File \"|\.py\b|\x1b\[|\bpid[=: ]|\b\d{1,3}(\.\d{1,3}){3}\b|ray::|actor_id|RayTaskError"
+# A test that takes any of these (directly or through another fixture) needs Ray, Serve, the
+# local tier's model, a deployed API or the fleet: an integration test.
+INTEGRATION_FIXTURES = frozenset(
+    {"ray_serve", "local_tier", "fleet", "fleet_settings", "api", "api_settings", "admin_key"}
+    # A second Ray head, started by the campaign tests. (The API on uvicorn over Redis that the
+    # edge tests use needs no Ray and takes seconds: those stay with the fast tests.)
+    | {"ray_head"}
 )
 
 
-def assert_no_internals(text: str) -> None:
-    found = _INTERNALS.search(text)
-    assert found is None, f"internal detail {found.group(0)!r} shown to a user: {text!r}"
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark integration tests, so `-m "not integration"` runs the fast ones and `-m integration`
+    the rest. `slow` tests (whole `chorus up`/`down` runs) are integration tests too."""
+    for item in items:
+        uses = set(getattr(item, "fixturenames", ()))
+        if uses & INTEGRATION_FIXTURES or item.get_closest_marker("slow") is not None:
+            item.add_marker(pytest.mark.integration)

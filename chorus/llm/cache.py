@@ -10,7 +10,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 
-from chorus.store import Keys
+from chorus.store.keys import Keys
 
 
 class CachedResponse(BaseModel):

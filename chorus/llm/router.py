@@ -10,7 +10,6 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,15 +17,16 @@ import openai
 import redis.asyncio as aioredis
 
 from chorus import metrics
+from chorus.errors import TiersUnavailable
 from chorus.llm.cache import CachedResponse, ResponseCache, cache_key
 from chorus.llm.pricing import PriceTable, max_prompt_tokens
-from chorus.llm.types import BudgetExceeded, LLMResult, Messages, SpendGuard, TiersUnavailable
+from chorus.llm.types import LLMResult, Messages, ModelRequest, SpendGuard
 from chorus.settings import Settings, Tier
-from chorus.store import keys_for
+from chorus.store.keys import keys_for
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BudgetExceeded", "LLMResult", "Router", "TiersUnavailable", "max_prompt_tokens"]
+__all__ = ["LLMResult", "Router", "max_prompt_tokens"]
 
 _RETRYABLE = (
     openai.APITimeoutError,
@@ -102,31 +102,20 @@ class Router:
             return [self.premium, self.local], None
         return [self.local, self.premium], None
 
-    async def complete(
-        self,
-        *,
-        step: str,
-        tier: Tier,
-        messages: Messages,
-        max_tokens: int = 256,
-        temperature: float = 0.7,
-        top_p: float = 0.95,
-        stop: Sequence[str] | None = None,
-        seed: int | None = None,
-        use_cache: bool = True,
-        guard: SpendGuard | None = None,
-        persona: str = "none",
-    ) -> LLMResult:
+    async def complete(self, request: ModelRequest, guard: SpendGuard | None = None) -> LLMResult:
         started = time.perf_counter()
+        step, tier, persona = request.step, request.tier, request.persona
         chain, fallback_reason = self._chain(tier)
         sampling: dict[str, Any] = {
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "top_p": top_p,
-            "stop": list(stop) if stop else None,
-            "seed": seed,
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "stop": list(request.stop) if request.stop else None,
+            "seed": request.seed,
         }
-        messages = [dict(m) for m in messages]
+        messages = [dict(m) for m in request.messages]
+        max_tokens = request.max_tokens
+        use_cache = request.use_cache
 
         key = cache_key(chain[0].model, messages, sampling) if self.cache and use_cache else None
         if key is not None and self.cache is not None:

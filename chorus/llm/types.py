@@ -7,13 +7,35 @@ never uses (model calls go through the fleet's gateway actor; see actors/gateway
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from chorus.settings import Tier
 
 Messages = Sequence[dict[str, str]]
+
+
+class ModelRequest(BaseModel):
+    """One model call as a workflow step asks for it: what the router, the gateway (across a
+    Ray call, as it is) and every `ModelClient` take, so the call is written once.
+
+    The budget is not part of it: a `SpendGuard` goes beside the request, since a ledger is a
+    live Redis object that does not travel.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    step: str = Field(description="the workflow step (hook, body, review, rewrite...): metrics and logs")
+    tier: Tier = Field(description="the tier the step asks for; the router may fall back to the other")
+    messages: list[dict[str, str]] = Field(description="chat messages, {role, content}")
+    max_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 0.95
+    stop: list[str] | None = None
+    seed: int | None = None
+    use_cache: bool = Field(True, description="serve an identical earlier call from the response cache")
+    persona: str = Field("none", description="the persona the call is for (metric tag)")
 
 
 class LLMResult(BaseModel):
@@ -31,26 +53,6 @@ class LLMResult(BaseModel):
     cache_hit: bool
     fallback_reason: str | None = None
     attempts: int = 0
-
-
-class BudgetExceeded(Exception):
-    def __init__(self, persona_id: str, spent_usd: float, budget_usd: float, needed_usd: float):
-        self.persona_id = persona_id
-        self.spent_usd = spent_usd
-        self.budget_usd = budget_usd
-        self.needed_usd = needed_usd
-        super().__init__(
-            f"persona {persona_id!r} has spent ${spent_usd:.6f} of its ${budget_usd:.6f} daily "
-            f"budget; the next call could cost up to ${needed_usd:.6f}"
-        )
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Crosses process boundaries (gateway -> persona actor) with its fields intact.
-        return (BudgetExceeded, (self.persona_id, self.spent_usd, self.budget_usd, self.needed_usd))
-
-
-class TiersUnavailable(RuntimeError):
-    """Every tier in the chain failed; the message lists why each one did."""
 
 
 class SpendGuard(Protocol):
@@ -72,18 +74,4 @@ class SpendGuard(Protocol):
 class ModelClient(Protocol):
     """What workflow nodes call: the Router in-process, or the gateway from a persona actor."""
 
-    async def complete(
-        self,
-        *,
-        step: str,
-        tier: Tier,
-        messages: Messages,
-        max_tokens: int = 256,
-        temperature: float = 0.7,
-        top_p: float = 0.95,
-        stop: Sequence[str] | None = None,
-        seed: int | None = None,
-        use_cache: bool = True,
-        guard: SpendGuard | None = None,
-        persona: str = "none",
-    ) -> LLMResult: ...
+    async def complete(self, request: ModelRequest, guard: SpendGuard | None = None) -> LLMResult: ...

@@ -1,4 +1,4 @@
 """Prometheus configuration for Chorus: scrape config, alert rules and their unit tests.
 
-A package only so that the files travel with an installed Chorus (`chorus.prometheus` reads them).
+A package only so that the files travel with an installed Chorus (`ops.prometheus` reads them).
 """

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Annotated, Literal, TypedDict
 
 from chorus.llm.types import LLMResult, ModelClient, SpendGuard
+from chorus.models import NodeRecord, Post
 from chorus.persona import PersonaSpec
-from chorus.state import NodeRecord, Post
 
 Verdict = Literal["accepted", "rejected", "rewrite"]
 
@@ -32,7 +32,7 @@ class WorkflowContext:
     """What nodes need besides state; rebuilt for every run, never checkpointed."""
 
     persona: PersonaSpec
-    router: ModelClient
+    model: ModelClient  # the Router in-process, or the gateway client in a persona actor
     save_post: Callable[[Post], Awaitable[bool]]
     recent: list[dict[str, str]] = field(default_factory=list)  # {text, topic}, newest first
     guard: SpendGuard | None = None

@@ -6,6 +6,7 @@ import time
 
 from langgraph.runtime import Runtime
 
+from chorus.llm.types import ModelRequest
 from graphs.content.prompts import (
     STOP,
     body_messages,
@@ -25,7 +26,7 @@ async def body(state: PostState, runtime: Runtime[WorkflowContext]) -> PostState
     started = time.perf_counter()
     ctx = runtime.context
     persona, hook_text = ctx.persona, state.get("hook", "")
-    result = await ctx.router.complete(
+    request = ModelRequest(
         step="body",
         tier=persona.model_policy.body,
         messages=body_messages(persona, state["topic"], hook_text),
@@ -33,9 +34,9 @@ async def body(state: PostState, runtime: Runtime[WorkflowContext]) -> PostState
         temperature=0.8,
         stop=list(STOP),
         use_cache="body" not in persona.rules.no_cache_steps,
-        guard=ctx.guard,
         persona=persona.id,
     )
+    result = await ctx.model.complete(request, ctx.guard)
     text = clean_post(f"{hook_text} {clean_post(result.text)}".strip())
     return {
         "draft": with_required_hashtags(

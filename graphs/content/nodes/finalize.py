@@ -6,7 +6,7 @@ import time
 
 from langgraph.runtime import Runtime
 
-from chorus.state import Post
+from chorus.models import Post
 from graphs.content.state import PostState, WorkflowContext, record
 
 

@@ -6,6 +6,7 @@ import time
 
 from langgraph.runtime import Runtime
 
+from chorus.llm.types import ModelRequest
 from graphs.content.prompts import STOP, first_line, hook_messages
 from graphs.content.state import PostState, WorkflowContext, record
 
@@ -16,7 +17,7 @@ HOOK_MAX_TOKENS = 40
 async def hook(state: PostState, runtime: Runtime[WorkflowContext]) -> PostState:
     started = time.perf_counter()
     ctx = runtime.context
-    result = await ctx.router.complete(
+    request = ModelRequest(
         step="hook",
         tier=ctx.persona.model_policy.hook,
         messages=hook_messages(ctx.persona, state["topic"]),
@@ -24,9 +25,9 @@ async def hook(state: PostState, runtime: Runtime[WorkflowContext]) -> PostState
         temperature=0.7,
         stop=list(STOP),
         use_cache="hook" not in ctx.persona.rules.no_cache_steps,
-        guard=ctx.guard,
         persona=ctx.persona.id,
     )
+    result = await ctx.model.complete(request, ctx.guard)
     return {
         "hook": first_line(result.text),
         "records": [record("hook", time.perf_counter() - started, result)],

@@ -6,6 +6,7 @@ import time
 
 from langgraph.runtime import Runtime
 
+from chorus.llm.types import ModelRequest
 from graphs.content.nodes.body import max_tokens_for
 from graphs.content.prompts import (
     STOP,
@@ -22,7 +23,7 @@ async def rewrite(state: PostState, runtime: Runtime[WorkflowContext]) -> PostSt
     ctx = runtime.context
     persona = ctx.persona
     attempt = state.get("rewrites", 0) + 1
-    result = await ctx.router.complete(
+    request = ModelRequest(
         step="rewrite",
         tier=persona.model_policy.rewrite,
         messages=rewrite_messages(persona, state["topic"], state.get("problems", [])),
@@ -32,9 +33,9 @@ async def rewrite(state: PostState, runtime: Runtime[WorkflowContext]) -> PostSt
         seed=attempt,
         stop=list(STOP),
         use_cache="rewrite" not in persona.rules.no_cache_steps,
-        guard=ctx.guard,
         persona=persona.id,
     )
+    result = await ctx.model.complete(request, ctx.guard)
     return {
         "draft": with_required_hashtags(
             fit_to_length(clean_post(result.text), persona.max_chars),

@@ -1,0 +1,199 @@
+"""Stored posts, their indexes (all, per persona), the persona's counters and recent texts.
+
+A post is saved once per job (its id is the job's) and counted in the same Lua step, so a retried
+job never counts twice; deleting a post keeps the counters, which record what was paid for.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from chorus.models import PersonaStats, Post, PostPage, PostStatus, parse_cursor
+from chorus.store.keys import Keys
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+
+# Stores a post once (the job id keys it), indexes it and counts it, atomically.
+_SAVE_POST = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX') then
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+  redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
+  redis.call('HINCRBY', KEYS[4], 'posts', 1)
+  redis.call('HINCRBY', KEYS[4], ARGV[4], 1)
+  redis.call('HINCRBYFLOAT', KEYS[4], 'cost_usd', ARGV[5])
+  redis.call('HINCRBY', KEYS[4], 'prompt_tokens', ARGV[6])
+  redis.call('HINCRBY', KEYS[4], 'completion_tokens', ARGV[7])
+  if ARGV[4] == 'accepted' then
+    redis.call('HINCRBYFLOAT', KEYS[4], 'accepted_cost_usd', ARGV[5])
+    redis.call('LPUSH', KEYS[5], ARGV[8])
+    redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[9]) - 1)
+  end
+  return 1
+end
+return 0
+"""
+
+
+# Deletes a post once and unindexes it; its entry in the recent-posts list (what novelty is checked
+# against) goes too, so a deleted text no longer shapes new posts.
+_DELETE_POST = """
+if redis.call('DEL', KEYS[1]) == 0 then
+  return 0
+end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('LREM', KEYS[4], 1, ARGV[2])
+return 1
+"""
+
+
+def _recent_entry(post: Post) -> str:
+    # Byte-identical between save and delete: LREM matches the stored string exactly.
+    return json.dumps({"text": post.text, "topic": post.topic})
+
+
+class PostRepo:
+    def __init__(self, client: aioredis.Redis, keys: Keys, recent_window: int = 20) -> None:
+        self._r, self._k = client, keys
+        self._recent_window = recent_window
+        self._save = client.register_script(_SAVE_POST)
+        self._delete = client.register_script(_DELETE_POST)
+
+    async def save(self, post: Post) -> bool:
+        """Store a post; False when this job's post was already stored (a retried job)."""
+        recent = _recent_entry(post)
+        stored = await self._save(
+            keys=[
+                self._k("post", post.id),
+                self._k("posts"),
+                self._k("posts", "persona", post.persona_id),
+                self._k("stats", post.persona_id),
+                self._k("recent", post.persona_id),
+            ],
+            args=[
+                post.model_dump_json(),
+                post.created_at,
+                post.id,
+                post.status,
+                repr(post.cost_usd),
+                post.prompt_tokens,
+                post.completion_tokens,
+                recent,
+                self._recent_window,
+            ],
+        )
+        return bool(stored)
+
+    async def get(self, post_id: str) -> Post | None:
+        raw = await self._r.get(self._k("post", post_id))
+        return Post.model_validate_json(raw) if raw else None
+
+    async def delete(self, post_id: str) -> bool:
+        """Delete a post and its index entries; False when there is none.
+
+        The persona's counters (posts, cost, tokens) stay: they record what was generated and
+        paid for, which deleting the text does not undo.
+        """
+        post = await self.get(post_id)
+        if post is None:
+            return False
+        deleted = await self._delete(
+            keys=[
+                self._k("post", post_id),
+                self._k("posts"),
+                self._k("posts", "persona", post.persona_id),
+                self._k("recent", post.persona_id),
+            ],
+            args=[post_id, _recent_entry(post)],
+        )
+        return bool(deleted)
+
+    async def recent(self, persona_id: str) -> list[dict[str, str]]:
+        """The persona's latest accepted posts ({text, topic}), newest first."""
+        rows = await self._r.lrange(self._k("recent", persona_id), 0, self._recent_window - 1)
+        return [json.loads(r) for r in rows]
+
+    async def page(
+        self,
+        *,
+        persona_id: str | None = None,
+        status: PostStatus | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> PostPage:
+        """Newest first. The cursor is the (score, id) of the last post returned."""
+        index = self._k("posts", "persona", persona_id) if persona_id else self._k("posts")
+        top: str = f"({until}" if until is not None else "+inf"
+        skip_id: str | None = None
+        skip_score = 0.0
+        if cursor:
+            skip_score, skip_id = parse_cursor(cursor)
+            top = repr(skip_score)
+        bottom = str(since) if since is not None else "-inf"
+        found: list[Post] = []
+        # Over-fetch only when a status filter may skip posts; otherwise a page is one read.
+        offset, batch = 0, (limit if status is None else max(limit * 2, 50))
+        while len(found) < limit:
+            ids: list[Any] = await self._r.zrevrangebyscore(
+                index, top, bottom, start=offset, num=batch, withscores=True
+            )
+            if not ids:
+                break
+            offset += len(ids)
+            wanted = [(m.decode(), s) for m, s in ids]
+            if skip_id is not None:
+                # Posts sharing the cursor's score come after it only if their id sorts lower.
+                wanted = [(i, s) for i, s in wanted if not (s == skip_score and i >= skip_id)]
+            raws = await self._r.mget([self._k("post", i) for i, _ in wanted]) if wanted else []
+            for raw in raws:
+                if raw is None:
+                    continue
+                post = Post.model_validate_json(raw)
+                if status is None or post.status == status:
+                    found.append(post)
+                    if len(found) == limit:
+                        break
+        next_cursor = None
+        if len(found) == limit:
+            last = found[-1]
+            next_cursor = f"{last.created_at!r}:{last.id}"
+        return PostPage(posts=found, next_cursor=next_cursor)
+
+    async def lifetime_costs(self, persona_ids: list[str]) -> dict[str, float]:
+        """What each persona's posts have cost in all, from the same counters as `stats`."""
+        async with self._r.pipeline(transaction=False) as pipe:
+            for persona_id in persona_ids:
+                pipe.hget(self._k("stats", persona_id), "cost_usd")
+            replies: list[bytes | None] = await pipe.execute()
+        return {p: float(r or 0) for p, r in zip(persona_ids, replies, strict=True)}
+
+    async def stats(self, persona_id: str, spend_today: float, budget: float) -> PersonaStats:
+        fields: dict[Any, Any] = await self._r.hgetall(self._k("stats", persona_id))
+        raw = {k.decode(): v.decode() for k, v in fields.items()}
+        accepted = int(raw.get("accepted", 0))
+        accepted_cost = float(raw.get("accepted_cost_usd", 0))
+        cost = float(raw.get("cost_usd", 0))
+        spent = float(raw.get("spent_usd", 0))
+        return PersonaStats(
+            persona_id=persona_id,
+            posts=int(raw.get("posts", 0)),
+            accepted=accepted,
+            rejected=int(raw.get("rejected", 0)),
+            cost_usd=cost,
+            rejected_cost_usd=max(0.0, cost - accepted_cost),
+            spent_usd=spent,
+            failed_spend_usd=float(raw.get("failed_spend_usd", 0)),
+            # Spend recorded before the ledger counted it (or by calls made without a ledger) is
+            # not known: never show a negative remainder.
+            unposted_spend_usd=max(0.0, spent - cost),
+            spend_today_usd=spend_today,
+            daily_budget_usd=budget,
+            cost_per_accepted_post_usd=accepted_cost / accepted if accepted else None,
+            prompt_tokens=int(raw.get("prompt_tokens", 0)),
+            completion_tokens=int(raw.get("completion_tokens", 0)),
+        )
