@@ -35,7 +35,7 @@ from chorus.models import (
     PersonaStats,
     Post,
     PostPage,
-    PostStatus,
+    PostQuery,
     Schedule,
     ScheduledSlot,
 )
@@ -254,18 +254,8 @@ class Fleet:
             if event.type == "end":
                 return
 
-    async def posts(
-        self,
-        persona_id: str | None = None,
-        status: PostStatus | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        cursor: str | None = None,
-        limit: int = 50,
-    ) -> PostPage:
-        return await self.post_repo.page(
-            persona_id=persona_id, status=status, since=since, until=until, cursor=cursor, limit=limit
-        )
+    async def posts(self, query: PostQuery) -> PostPage:
+        return await self.post_repo.page(query)
 
     async def stats(self, persona_id: str) -> PersonaStats:
         spec = await self.persona(persona_id)

@@ -153,6 +153,19 @@ class PostPage(BaseModel):
     next_cursor: str | None
 
 
+class PostQuery(BaseModel):
+    """Which posts a listing wants, newest first; one model from the route to the repository."""
+
+    model_config = ConfigDict(frozen=True)
+
+    persona_id: str | None = None
+    status: PostStatus | None = None
+    since: float | None = Field(None, description="Unix time, inclusive.")
+    until: float | None = Field(None, description="Unix time, exclusive.")
+    cursor: str | None = Field(None, description="next_cursor of the previous page.")
+    limit: int = 50
+
+
 class EngagementReport(BaseModel):
     """What a platform says of a persona's account: its audience now and a period's engagement.
 

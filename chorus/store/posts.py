@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from chorus.models import PersonaStats, Post, PostPage, PostStatus, parse_cursor
+from chorus.models import PersonaStats, Post, PostPage, PostQuery, parse_cursor
 from chorus.store.keys import Keys
 
 if TYPE_CHECKING:
@@ -116,17 +116,10 @@ class PostRepo:
         rows = await self._r.lrange(self._k("recent", persona_id), 0, self._recent_window - 1)
         return [json.loads(r) for r in rows]
 
-    async def page(
-        self,
-        *,
-        persona_id: str | None = None,
-        status: PostStatus | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        cursor: str | None = None,
-        limit: int = 50,
-    ) -> PostPage:
+    async def page(self, query: PostQuery) -> PostPage:
         """Newest first. The cursor is the (score, id) of the last post returned."""
+        persona_id, status, since, until = query.persona_id, query.status, query.since, query.until
+        cursor, limit = query.cursor, query.limit
         index = self._k("posts", "persona", persona_id) if persona_id else self._k("posts")
         top: str = f"({until}" if until is not None else "+inf"
         skip_id: str | None = None

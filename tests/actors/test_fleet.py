@@ -18,6 +18,7 @@ from actors.fleet import Fleet
 from actors.gateway import GATEWAY_NAME
 from chorus.llm.pricing import PriceTable
 from chorus.llm.router import max_prompt_tokens
+from chorus.models import PostQuery
 from chorus.persona import PersonaSpec
 from chorus.settings import Settings
 from graphs.content.prompts import hook_messages
@@ -72,7 +73,7 @@ async def test_actor_killed_mid_workflow_restarts_and_stores_exactly_one_post(
     job = await fleet.wait(job_id, timeout_s=180)
     assert job.status == "done", job.error
     assert job.attempts >= 2, "the job should have been re-delivered to the restarted actor"
-    page = await fleet.posts(persona_id=spec.id)
+    page = await fleet.posts(PostQuery(persona_id=spec.id))
     assert [p.id for p in page.posts] == [job_id]
     [post] = page.posts
     assert [n.node for n in post.nodes].count("hook") == 1, "the finished hook must not run again"
@@ -87,7 +88,7 @@ async def test_model_gateway_killed_mid_call_restarts_and_the_job_completes(
     ray.kill(gateway, no_restart=False)
     job = await fleet.wait(job_id, timeout_s=180)
     assert job.status == "done", job.error
-    [post] = (await fleet.posts(persona_id=spec.id)).posts
+    [post] = (await fleet.posts(PostQuery(persona_id=spec.id))).posts
     assert post.id == job_id and [n.node for n in post.nodes].count("hook") == 1
     assert await gateway.ping.remote()  # the gateway is back for everyone else
     # The killed call's reservation was given back by the restarted gateway: what the persona
@@ -106,7 +107,7 @@ async def test_jobs_of_one_persona_run_one_at_a_time_and_add_up(fleet: Fleet) ->
     spans = sorted((j.started_at or 0, j.finished_at or 0) for j in jobs)
     for (_, end), (start, _) in itertools.pairwise(spans):
         assert end <= start, "two jobs of one persona overlapped"
-    posts = (await fleet.posts(persona_id=spec.id)).posts
+    posts = (await fleet.posts(PostQuery(persona_id=spec.id))).posts
     stats = await fleet.stats(spec.id)
     assert stats.posts == len(posts) == 3
     assert stats.accepted + stats.rejected == 3
@@ -220,7 +221,7 @@ async def test_scheduler_queues_each_due_slot_of_an_autoposting_persona_once(fle
     for job_id in job_ids:
         job = await fleet.wait(job_id, timeout_s=180)
         assert job.status == "done" and job.source == "schedule", job
-    assert sorted(p.id for p in (await fleet.posts(persona_id=spec.id)).posts) == sorted(job_ids)
+    assert sorted(p.id for p in (await fleet.posts(PostQuery(persona_id=spec.id))).posts) == sorted(job_ids)
 
     schedule = await fleet.schedule(spec.id, now=at_1510)
     assert schedule.autopost and schedule.day == day.date()
@@ -247,7 +248,7 @@ async def test_persona_killed_mid_hook_leaves_no_reservation_and_its_lost_call_s
     ray.kill(actor, no_restart=False)
     job = await fleet.wait(job_id, timeout_s=180)
     assert job.status == "done", job.error
-    [post] = (await fleet.posts(persona_id=spec.id)).posts
+    [post] = (await fleet.posts(PostQuery(persona_id=spec.id))).posts
     ledger = fleet.ledger(spec)
     assert await ledger.outstanding() == []
     stats = await fleet.stats(spec.id)
@@ -297,7 +298,7 @@ async def test_directory_killed_three_times_resumes_its_jobs_and_loops_by_itself
         jobs = [await fleet.wait(j, timeout_s=300) for j in (running, queued)]
         assert [j.status for j in jobs] == ["done", "done"], [j.error for j in jobs]
         assert [j.attempts for j in jobs] == [1, 1], "a job ran more than once"
-        assert sorted(p.id for p in (await fleet.posts(persona_id=spec.id)).posts) == sorted(
+        assert sorted(p.id for p in (await fleet.posts(PostQuery(persona_id=spec.id))).posts) == sorted(
             [running, queued]
         )
         for job_id in (running, queued):

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from actors.fleet import Fleet
+from chorus.models import PostQuery
 from chorus.settings import Settings
 from cluster.campaign import CampaignReport
 from tests.support.paths import REPO_ROOT
@@ -135,7 +136,7 @@ async def test_campaign_via_ray_job_submit_writes_a_complete_report(
         assert set(persona.node_latency_p50_s) >= {"plan", "hook", "body", "review", "finalize"}
         assert persona.tier_mix["body"] == {"local": 1}
         # The report agrees with what the fleet (and so the API) holds for the persona.
-        stored = (await fleet.posts(persona_id=persona.persona_id)).posts
+        stored = (await fleet.posts(PostQuery(persona_id=persona.persona_id))).posts
         assert [p.id for p in stored] == persona.jobs
         stats = await fleet.stats(persona.persona_id)
         assert stats.posts == persona.posts

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
+from chorus.models import PostQuery
 from chorus.store.keys import Keys
 from chorus.store.posts import PostRepo
 from tests.support.personas import unique_id
@@ -47,13 +48,13 @@ async def test_pages_run_newest_first_and_filter_by_status(repo: PostRepo) -> No
     for i in range(5):
         status = "rejected" if i % 2 else "accepted"
         await repo.save(make_post(persona_id, id=f"job_{persona_id}_{i}", status=status, created_at=float(i)))
-    first = await repo.page(persona_id=persona_id, limit=2)
+    first = await repo.page(PostQuery(persona_id=persona_id, limit=2))
     assert [p.id for p in first.posts] == [f"job_{persona_id}_4", f"job_{persona_id}_3"]
     assert first.next_cursor is not None
-    rest = await repo.page(persona_id=persona_id, limit=5, cursor=first.next_cursor)
+    rest = await repo.page(PostQuery(persona_id=persona_id, limit=5, cursor=first.next_cursor))
     assert [p.id for p in rest.posts] == [f"job_{persona_id}_{i}" for i in (2, 1, 0)]
     assert rest.next_cursor is None
-    rejected = await repo.page(persona_id=persona_id, status="rejected")
+    rejected = await repo.page(PostQuery(persona_id=persona_id, status="rejected"))
     assert [p.id for p in rejected.posts] == [f"job_{persona_id}_3", f"job_{persona_id}_1"]
 
 
@@ -65,5 +66,5 @@ async def test_deleting_a_post_unindexes_it_and_keeps_its_cost(repo: PostRepo) -
     assert await repo.delete(post.id) is False
     assert await repo.get(post.id) is None
     assert await repo.recent(persona_id) == []
-    assert (await repo.page(persona_id=persona_id)).posts == []
+    assert (await repo.page(PostQuery(persona_id=persona_id))).posts == []
     assert (await repo.lifetime_costs([persona_id]))[persona_id] == pytest.approx(0.003)

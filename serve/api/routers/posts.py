@@ -7,7 +7,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
-from chorus.models import CURSOR_PATTERN, JOB_ID_PATTERN, TERMINAL_JOB_STATUSES, PostPage, PostStatus
+from chorus.models import (
+    CURSOR_PATTERN,
+    JOB_ID_PATTERN,
+    TERMINAL_JOB_STATUSES,
+    PostPage,
+    PostQuery,
+    PostStatus,
+)
 from chorus.persona import PERSONA_ID_PATTERN
 from serve.api.deps import FleetDep, State, editor, errors, overloaded, viewer
 from serve.api.errors import ApiError, budget_error
@@ -97,12 +104,14 @@ async def list_posts(
 ) -> PostPage:
     """Posts, newest first, one page at a time."""
     return await fleet.posts(
-        persona_id=persona,
-        status=status,
-        since=_timestamp(since),
-        until=_timestamp(until),
-        cursor=cursor,
-        limit=limit,
+        PostQuery(
+            persona_id=persona,
+            status=status,
+            since=_timestamp(since),
+            until=_timestamp(until),
+            cursor=cursor,
+            limit=limit,
+        )
     )
 
 
