@@ -122,26 +122,12 @@ async def _router_calls(settings: Settings, persona: str) -> None:
     messages = [{"role": "user", "content": f"Say hello to {persona}."}]
     router = Router(settings, client)
     try:
-        first = await router.complete(
-            ModelRequest(
-                step="hook",
-                tier="local",
-                messages=messages,
-                max_tokens=4,
-                seed=7,
-                persona=persona,
-            )
+        # The same request twice: the second is answered from the cache.
+        request = ModelRequest(
+            step="hook", tier="local", messages=messages, max_tokens=4, seed=7, persona=persona
         )
-        second = await router.complete(
-            ModelRequest(
-                step="hook",
-                tier="local",
-                messages=messages,
-                max_tokens=4,
-                seed=7,
-                persona=persona,
-            )
-        )
+        first = await router.complete(request)
+        second = await router.complete(request)
         assert not first.cache_hit and second.cache_hit
     finally:
         await router.aclose()
