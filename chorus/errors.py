@@ -30,6 +30,12 @@ class ErrorCode(StrEnum):
     LAST_ADMIN_KEY = "last_admin_key"
     BUDGET_EXCEEDED = "budget_exceeded"
     TIERS_UNAVAILABLE = "tiers_unavailable"
+    POST_NOT_FOUND = "post_not_found"
+    ILLEGAL_TRANSITION = "illegal_transition"
+    ACCOUNT_NOT_FOUND = "account_not_found"
+    ACCOUNT_EXISTS = "account_exists"
+    INVALID_ACCOUNT = "invalid_account"
+    EDIT_BREAKS_RULES = "edit_breaks_rules"
 
 
 class ChorusError(Exception):
@@ -168,3 +174,63 @@ class TiersUnavailable(ChorusError, RuntimeError):
     """Every tier in the chain failed; the message lists why each one did."""
 
     code = ErrorCode.TIERS_UNAVAILABLE
+
+
+class UnknownPost(NotFound):
+    code = ErrorCode.POST_NOT_FOUND
+
+    def __init__(self, post_id: str) -> None:
+        super().__init__(f"post {post_id!r} does not exist")
+        self.post_id = post_id
+
+
+class IllegalTransition(ChorusError):
+    """A post asked to move where its state does not lead (HTTP 409): names the state it is in
+    and the moves it allows."""
+
+    code = ErrorCode.ILLEGAL_TRANSITION
+
+    def __init__(self, post_id: str, current: str, target: str, allowed: list[str]) -> None:
+        moves = ", ".join(allowed) if allowed else "none (it is final)"
+        super().__init__(f"post {post_id!r} is {current}; it cannot become {target}. Allowed moves: {moves}")
+        self.post_id, self.current, self.target, self.allowed = post_id, current, target, allowed
+
+
+class UnknownAccount(NotFound):
+    code = ErrorCode.ACCOUNT_NOT_FOUND
+
+    def __init__(self, persona_id: str, platform: str) -> None:
+        super().__init__(f"persona {persona_id!r} has no {platform} account")
+        self.persona_id, self.platform = persona_id, platform
+
+
+class AccountExists(ChorusError, ValueError):
+    code = ErrorCode.ACCOUNT_EXISTS
+
+    def __init__(self, persona_id: str, platform: str) -> None:
+        super().__init__(
+            f"persona {persona_id!r} already has a {platform} account; remove it first to replace it"
+        )
+        self.persona_id, self.platform = persona_id, platform
+
+
+class InvalidAccount(ChorusError, ValueError):
+    """An account that cannot be used as given: a wrong service URL, a malformed handle, a login
+    the platform refused. `field` names the input at fault."""
+
+    code = ErrorCode.INVALID_ACCOUNT
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class EditBreaksRules(ChorusError, ValueError):
+    """An approver's edited text fails the persona's rules; `problems` lists each one."""
+
+    code = ErrorCode.EDIT_BREAKS_RULES
+    field = "text"
+
+    def __init__(self, post_id: str, problems: list[str]) -> None:
+        super().__init__(f"the edited text of post {post_id!r} breaks the persona's rules: " + "; ".join(problems))
+        self.post_id, self.problems = post_id, problems

@@ -21,7 +21,22 @@ log = logging.getLogger(__name__)
 
 # The tag keys metrics may use: each one ranges over a bounded, known set of values.
 BOUNDED_TAGS = frozenset(
-    {"persona", "platform", "status", "node", "step", "tier", "model", "cache", "reason", "direction", "kind"}
+    {
+        "persona",
+        "platform",
+        "status",
+        "node",
+        "step",
+        "tier",
+        "model",
+        "cache",
+        "reason",
+        "direction",
+        "kind",
+        "outcome",
+        "decision",
+        "state",
+    }
 )
 
 # Fits LLM latencies: cache hits in milliseconds up to slow premium calls in minutes.
@@ -93,7 +108,61 @@ _DEFS = [
         "A persona's model spend to date per follower on all its platforms (absent until reported).",
         ("persona",),
     ),
+    MetricDef(
+        "chorus_approvals_total",
+        "counter",
+        "Reviewer decisions in the approval inbox: approve, reject, request_changes.",
+        ("persona", "decision"),
+    ),
+    MetricDef(
+        "chorus_publishes_total",
+        "counter",
+        "Publish attempts by platform and outcome: published, already_published, rate_limited, "
+        "retried, failed, needs_reauth.",
+        ("persona", "platform", "outcome"),
+    ),
+    MetricDef("chorus_posts_by_state", "gauge", "Stored posts in each lifecycle state.", ("state",)),
     # Application
+    MetricDef(
+        "chorus_publish_latency_seconds",
+        "histogram",
+        "Wall time of one platform publish call, as the publisher saw it.",
+        ("platform",),
+        tuple(LATENCY_BUCKETS),
+    ),
+    MetricDef(
+        "chorus_publish_delay_seconds",
+        "histogram",
+        "From a post's due time to its record on the platform.",
+        ("platform",),
+        tuple(LATENCY_BUCKETS),
+    ),
+    MetricDef(
+        "chorus_publish_retries_total",
+        "counter",
+        "Publish attempts rescheduled after a transient failure.",
+        ("platform", "reason"),
+    ),
+    MetricDef(
+        "chorus_publish_rate_limit_wait_seconds",
+        "histogram",
+        "How far a platform's rate-limit answer pushed a post back.",
+        ("platform",),
+        tuple(LATENCY_BUCKETS + [300, 900, 3600]),
+    ),
+    MetricDef("chorus_outbox_depth", "gauge", "Posts in the outbox (due, leased or waiting).", ()),
+    MetricDef(
+        "chorus_outbox_oldest_due_age_seconds",
+        "gauge",
+        "How long the oldest due outbox item has been due (0 when none is due).",
+        (),
+    ),
+    MetricDef(
+        "chorus_accounts_needing_reauth",
+        "gauge",
+        "Platform accounts whose credentials stopped working; their posts wait.",
+        ("platform",),
+    ),
     MetricDef(
         "chorus_node_duration_seconds",
         "histogram",

@@ -83,6 +83,12 @@ class PlatformTarget(_Strict):
         + ", ".join(f"{platform.value} {limit}" for platform, limit in PLATFORM_LIMITS.items()),
     )
 
+    # Posts for an account on this platform wait in the approval inbox unless this is false; a
+    # persona with no account on the platform keeps its posts as they are (nothing publishes).
+    requires_approval: StrictBool = Field(
+        True, description="posts to this platform wait for a person's approval before publishing"
+    )
+
     @field_validator("max_chars")
     @classmethod
     def _within_platform(cls, value: int | None, info: ValidationInfo) -> int | None:

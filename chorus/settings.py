@@ -188,6 +188,30 @@ class FleetSettings(_Section):
     deleted_retention_days: float = Field(30.0, ge=0, le=3650)
 
 
+class PublishingSettings(_Section):
+    """The outbox and the publisher: leases, retries, and the key platform credentials are
+    encrypted with."""
+
+    # A Fernet key (urlsafe base64 of 32 bytes). `chorus up` generates one and keeps it (0600)
+    # when none is configured; without it no account can be added.
+    credentials_key: SecretStr = SecretStr("")
+    # How long a claimed outbox item is the publisher's; a publisher that died releases it then.
+    lease_s: float = Field(30.0, gt=0, le=3600)
+    poll_interval_s: float = Field(0.5, gt=0, le=60)
+    claim_batch: int = Field(16, ge=1, le=1000)
+    # Transient failures (5xx, timeouts) are retried this many times in all, then the post fails.
+    max_attempts: int = Field(6, ge=1, le=100)
+    backoff_base_s: float = Field(2.0, gt=0)
+    backoff_max_s: float = Field(600.0, gt=0)
+    http_timeout_s: float = Field(15.0, gt=0, le=300)
+    # An approved post with no chosen time goes out at the persona's next cadence slot; false
+    # publishes it as soon as it is approved (the demo, and fleets that post on approval).
+    use_cadence_slots: bool = True
+    # Tests and chaos runs only: the publisher honours fault keys in Redis (`faults:publisher:*`),
+    # such as exiting its process right after a platform accepted a post. Never on in production.
+    fault_injection: bool = False
+
+
 class ApiSettings(_Section):
     """The Chorus HTTP API (`serve/api/`) on Serve, and the limits it enforces."""
 
@@ -247,6 +271,7 @@ class Settings(BaseSettings):
     serve: ServeSettings = ServeSettings()
     fleet: FleetSettings = FleetSettings()
     api: ApiSettings = ApiSettings()
+    publishing: PublishingSettings = PublishingSettings()
     ray_address: str | None = None
     ray_namespace: str = "chorus"
     # Read by chorus.metrics (from CHORUS_METRICS_ENABLED): off, nothing is recorded (benchmarks).

@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 from chorus.models import ROLES
 from chorus.persona import Platform
 from cli.commands.demo import cmd_demo
+from cli.commands.devnet import cmd_devnet_down, cmd_devnet_status, cmd_devnet_up
 from cli.commands.generate import cmd_generate
 from cli.commands.keys import cmd_keys_create, cmd_keys_list, cmd_keys_purge, cmd_keys_revoke
 from cli.commands.personas import (
@@ -82,6 +83,23 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--count", type=_positive, default=1, help="posts per persona (default 1)")
     add("down", cmd_down, "stop what `chorus up` started")
     add("status", cmd_status, "health of the API, its dependencies and the fleet")
+
+    devnet = commands.add_parser(
+        "devnet", help="a local AT Protocol network (PDS, AppView, PLC) for demos: up, status, down"
+    ).add_subparsers(dest="action", required=True, metavar="ACTION")
+    devnet_up = add("up", cmd_devnet_up, "start it in the background and create test accounts", devnet)
+    devnet_up.add_argument("--accounts", type=_count, default=2, help="test accounts to create (default 2)")
+    devnet_up.add_argument("--rate-limits", action="store_true", help="the PDS's production rate limits on")
+    devnet_up.add_argument(
+        "--fixed-ports",
+        action="store_true",
+        help="PLC 2582, PDS 2583, AppView 2584, Ozone 2587 (default: free ports)",
+    )
+    devnet_up.add_argument(
+        "--timeout", type=_positive, default=120, help="seconds to wait for it (default 120)"
+    )
+    add("status", cmd_devnet_status, "whether it is up, and its URLs", devnet)
+    add("down", cmd_devnet_down, "stop it and everything it started", devnet)
 
     personas = commands.add_parser("personas", help="list, apply or delete personas").add_subparsers(
         dest="action", required=True, metavar="ACTION"

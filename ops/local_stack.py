@@ -32,6 +32,7 @@ from ray import serve
 
 from chorus.settings import Settings
 from ops.deploy import API_APP, LOCAL_TIER_APP, deploy_api, deploy_local_tier, start_serve
+from ops.paths import data_dir
 from ops.ports import free_port, port_open
 
 log = logging.getLogger(__name__)
@@ -57,11 +58,6 @@ class _Record(BaseModel):
 
     redis: _Started | None = None
     ray: _Started | None = None
-
-
-def data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "chorus"
 
 
 def ray_temp_dir() -> Path:

@@ -13,7 +13,8 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from chorus.settings import Settings
-from ops.local_stack import Log, data_dir
+from ops.local_stack import Log
+from ops.paths import data_dir
 
 
 def _service_key_path() -> Path:

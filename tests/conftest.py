@@ -21,6 +21,7 @@ from actors.fleet import Fleet
 from chorus.settings import Settings, load_settings
 from ops.deploy import connect_ray, deploy_local_tier, start_serve
 from tests.support.api import API_LIMITS, create_key
+from tests.support.devnet import devnet, devnet_rate_limited  # noqa: F401  (fixtures for every test)
 from tests.support.processes import free_port, throwaway_redis
 from tests.support.tiers import PREMIUM_PRICE, SERVICE_KEY, TEST_MODEL
 
@@ -137,6 +138,8 @@ INTEGRATION_FIXTURES = frozenset(
     # A second Ray head, started by the campaign tests. (The API on uvicorn over Redis that the
     # edge tests use needs no Ray and takes seconds: those stay with the fast tests.)
     | {"ray_head"}
+    # The local AT Protocol network: a node process with its own Postgres and Redis.
+    | {"devnet", "devnet_rate_limited"}
 )
 
 

@@ -69,6 +69,9 @@ TAG_VALUES = {
     "reason": ["local_error", "idle"],
     "direction": ["in", "out"],
     "kind": ["TiersUnavailable", "budget_exceeded"],
+    "outcome": ["published", "failed"],
+    "decision": ["approve", "reject"],
+    "state": ["pending_approval", "published"],
 }
 NODE = {"instance": "10.0.0.1:8080", "ip": "10.0.0.1", "RayNodeType": "head", "IsHeadNode": "true"}
 HTTP = {"application": "chorus-llm", "route": "/llm", "method": "POST"}
