@@ -11,45 +11,60 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
+from chorus.publishing.text import PLATFORM_UNITS, length_in_unit
 from ray.actor import ActorHandle
 
 from actors.directory import get_directory
 from actors.gateway import get_gateway
+from actors.publisher import get_publisher
+from chorus import metrics
+from chorus.accounts import AccountInput, AccountService, CredentialsInput
 from chorus.cadence import local_day, slots_on
 from chorus.errors import (
     BudgetExceeded,
+    EditBreaksRules,
+    IllegalTransition,
     NothingToRestore,
     PersonaExists,
     PlatformNotUsed,
     UnknownJob,
     UnknownPersona,
+    UnknownPost,
 )
+from chorus.lifecycle import ALLOWED_MOVES, LifecycleState, check_move
 from chorus.llm.pricing import PriceTable, first_endpoint
 from chorus.models import (
     TERMINAL_JOB_STATUSES,
+    Account,
     Audience,
     Engagement,
     EngagementReport,
+    InboxQuery,
     Job,
     JobEvent,
     PersonaStats,
     Post,
+    PostHistory,
     PostPage,
     PostQuery,
     Schedule,
     ScheduledSlot,
 )
-from chorus.persona import PersonaSpec
+from chorus.persona import PLATFORM_LIMITS, PersonaSpec, Platform
+from chorus.publishing.queue import PublishQueue
 from chorus.settings import Settings
 from chorus.store.client import async_redis
 from chorus.store.engagement import EngagementRepo
 from chorus.store.jobs import JobRepo
 from chorus.store.keys import keys_for
+from chorus.store.outbox import OutboxRepo
 from chorus.store.personas import PersonaRepo
 from chorus.store.posts import PostRepo
 from chorus.store.schedule import ScheduleRepo
 from chorus.store.spend import SpendLedger
+from graphs.checkpoint import RedisCheckpointSaver
 from graphs.content.nodes.hook import HOOK_MAX_TOKENS
+from graphs.content.nodes.review import review_post
 from graphs.content.prompts import hook_messages
 
 
@@ -73,6 +88,10 @@ class Fleet:
         self.post_repo = PostRepo(self.redis, keys, settings.fleet.recent_posts_window)
         self.engagement = EngagementRepo(self.redis, keys)
         self.slots = ScheduleRepo(self.redis, keys, settings.store)
+        self.outbox = OutboxRepo(self.redis, keys)
+        self.publish_queue = PublishQueue(self.post_repo, self.outbox, settings.publishing)
+        self.accounts = AccountService(settings, self.redis)
+        self._checkpoints = RedisCheckpointSaver(aclient=self.redis, key_prefix=keys("ckpt"))
         self._directory: ActorHandle | None = None
         self._prices = PriceTable(settings.pricing)
 
@@ -81,6 +100,8 @@ class Fleet:
             await get_gateway(self.settings).ping.remote()
             handle = get_directory(self.settings)
             await handle.start.remote()
+            # The publisher drains the outbox on its own; started with the fleet, restarted by Ray.
+            await get_publisher(self.settings).start.remote()
             self._directory = handle
         return self._directory
 
@@ -157,7 +178,8 @@ class Fleet:
         await self.redis.ping()
 
     async def close(self) -> None:
-        """Release the fleet's Redis connections."""
+        """Release the fleet's Redis connections and platform clients."""
+        await self.accounts.aclose()
         await self.redis.aclose()
 
     def ledger(self, spec: PersonaSpec) -> SpendLedger:
@@ -176,7 +198,14 @@ class Fleet:
             for topic in spec.topics
         )
 
-    async def generate(self, persona_id: str, count: int = 1) -> list[str]:
+    async def generate(
+        self,
+        persona_id: str,
+        count: int = 1,
+        *,
+        source_url: str | None = None,
+        source_title: str | None = None,
+    ) -> list[str]:
         """Queue `count` posts; returns their job ids at once.
 
         A persona whose budget cannot hold a new job's first model call is refused here, before
@@ -193,7 +222,7 @@ class Fleet:
         directory = await self.directory()
         job_ids: list[str] = []
         for _ in range(count):
-            job = await self.jobs.create(persona_id)
+            job = await self.jobs.create(persona_id, source_url=source_url, source_title=source_title)
             await directory.submit.remote(job.id, persona_id)
             job_ids.append(job.id)
         return job_ids
@@ -250,8 +279,17 @@ class Fleet:
         return job
 
     async def _end_of(self, job_id: str) -> None:
-        async for event in self.jobs.events(job_id):
-            if event.type == "end":
+        # A job resumed after approval has ended before: only an end it is still at counts.
+        after = "0"
+        while True:
+            async for event in self.jobs.events(job_id, after=after):
+                after = event.seq
+                if event.type == "end":
+                    break
+            else:
+                return
+            job = await self.jobs.get(job_id)
+            if job is None or job.status in TERMINAL_JOB_STATUSES:
                 return
 
     async def posts(self, query: PostQuery) -> PostPage:
@@ -268,3 +306,177 @@ class Fleet:
         directory = await self.directory()
         result: dict[str, object] = await directory.status.remote()
         return result
+
+    # --- the post lifecycle: inbox, approvals, publishing -------------------------------------
+
+    async def get_post(self, post_id: str) -> Post:
+        """The post; UnknownPost when there is none (`post` answers None instead)."""
+        return await self._post(post_id)
+
+    async def _post(self, post_id: str) -> Post:
+        post = await self.post_repo.get(post_id)
+        if post is None:
+            raise UnknownPost(post_id)
+        return post
+
+    async def inbox(self, query: InboxQuery) -> list[Post]:
+        """Posts waiting for approval, longest waiting first."""
+        return await self.post_repo.inbox(query)
+
+    async def history(self, post_id: str) -> PostHistory:
+        return await self.post_repo.history(post_id)
+
+    def check_text(self, spec: PersonaSpec, post: Post, text: str, recent: list[str]) -> list[str]:
+        """What the persona's rules and the platform's length say of an edited text."""
+        problems = review_post(spec, text, [t for t in recent if t != post.text])
+        platform = Platform(post.platform)
+        if platform in PLATFORM_UNITS:
+            length, limit = length_in_unit(platform, text), PLATFORM_LIMITS[platform]
+            if length > limit:
+                unit = PLATFORM_UNITS[platform]
+                problems.append(f"too long for {platform.value}: {length} {unit}, the limit is {limit}")
+        return problems
+
+    async def approve(
+        self, post_id: str, actor: str, *, text: str | None = None, publish_at: float | None = None
+    ) -> Post:
+        """Approve a waiting post, optionally with edited text (reviewed against the persona's
+        rules again: EditBreaksRules lists what fails, and nothing changes) and a publish time."""
+        post = await self._post(post_id)
+        check_move(post_id, post.state, "approved")
+        updates: dict[str, object] = {}
+        reason = "approved"
+        if text is not None and text.strip() != post.text:
+            text = text.strip()
+            spec = await self.persona(post.persona_id)
+            recent = [r["text"] for r in await self.post_repo.recent(spec.id)]
+            problems = self.check_text(spec, post, text, recent)
+            if problems:
+                raise EditBreaksRules(post_id, problems)
+            updates.update(text=text, revision=post.revision + 1, reasons=[])
+            reason = "approved with edits"
+        if publish_at is not None:
+            updates["publish_at"] = publish_at
+        moved = await self.post_repo.transition(
+            post_id, "approved", actor=actor, reason=reason, updates=updates, expect=(post.state,)
+        )
+        metrics.inc("chorus_approvals_total", persona=moved.persona_id, decision="approve")
+        await self._answer(moved, {"decision": "approve"})
+        return moved
+
+    async def reject(self, post_id: str, actor: str, reason: str) -> Post:
+        post = await self._post(post_id)
+        moved = await self.post_repo.transition(
+            post_id, "rejected", actor=actor, reason=reason, expect=(post.state,)
+        )
+        await self.outbox.cancel(post_id)
+        metrics.inc("chorus_approvals_total", persona=moved.persona_id, decision="reject")
+        if post.state in ("pending_approval", "changes_requested"):
+            await self._answer(moved, {"decision": "reject"})
+        return moved
+
+    async def request_changes(self, post_id: str, actor: str, feedback: str) -> Post:
+        """Send a waiting post back with feedback: the persona's workflow writes a new draft
+        from it, which comes back to the inbox."""
+        post = await self._post(post_id)
+        check_move(post_id, post.state, "changes_requested")
+        if not await self._paused(post_id):
+            raise IllegalTransition(
+                post_id,
+                post.state,
+                "changes_requested",
+                ["approved", "rejected"],
+            )
+        moved = await self.post_repo.transition(
+            post_id,
+            "changes_requested",
+            actor=actor,
+            reason=feedback,
+            updates={"feedback": feedback},
+            expect=("pending_approval",),
+        )
+        metrics.inc("chorus_approvals_total", persona=moved.persona_id, decision="request_changes")
+        await self._answer(moved, {"decision": "request_changes", "feedback": feedback})
+        return moved
+
+    async def _paused(self, post_id: str) -> bool:
+        return await self._checkpoints.aget_tuple({"configurable": {"thread_id": post_id}}) is not None
+
+    async def _answer(self, post: Post, decision: dict[str, str]) -> None:
+        """Resume the post's paused workflow with a reviewer's answer, in whichever persona actor
+        the directory gives it. A workflow whose checkpoint expired (older than
+        `store.approval_ttl_s`) is not resumed: an approved post is scheduled here instead."""
+        if not await self._paused(post.id):
+            if decision["decision"] == "approve":
+                await self.publish_queue.schedule(post.id, await self.persona(post.persona_id))
+            return
+        await self.post_repo.set_decision(post.id, decision, self.settings.store.approval_ttl_s)
+        if await self.jobs.get(post.id) is None:
+            await self.jobs.create(post.persona_id, job_id=post.id)  # its record expired
+        job = await self.jobs.requeue(post.id)
+        directory = await self.directory()
+        await directory.submit.remote(job.id, post.persona_id)
+
+    async def retry(self, post_id: str, actor: str) -> Post:
+        """A failed post back into the outbox, due now; it is written under the same record key,
+        so a send that did go through is not made twice."""
+        post = await self._post(post_id)
+        check_move(post_id, post.state, "scheduled")
+        if post.state != "failed":
+            raise IllegalTransition(post_id, post.state, "scheduled", list(ALLOWED_MOVES[post.state]))
+        spec = await self.persona(post.persona_id)
+        return await self.publish_queue.schedule(
+            post_id, spec, actor=actor, publish_at=time.time(), reason="retried"
+        )
+
+    async def unpublish(self, post_id: str, actor: str) -> Post:
+        """Delete a published post from its platform; the post stays, `deleted`, with its history."""
+        post = await self._post(post_id)
+        check_move(post_id, post.state, "deleted")
+        if post.published is not None and post.account_id is not None:
+            ref = await self.accounts.ref(post.account_id)
+            await self.accounts.adapter(ref.platform).delete(ref, post.published)
+        return await self.post_repo.transition(
+            post_id, "deleted", actor=actor, reason="removed from the platform"
+        )
+
+    async def wait_for_state(
+        self, post_id: str, states: tuple[LifecycleState, ...], timeout_s: float, poll_s: float = 0.2
+    ) -> Post:
+        """The post once it is in one of `states`; TimeoutError naming its state at the deadline."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            post = await self._post(post_id)
+            if post.state in states:
+                return post
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"post {post_id} is still {post.state} after {timeout_s:.3g}s")
+            await asyncio.sleep(poll_s)
+
+    # --- platform accounts ------------------------------------------------------------------
+
+    async def add_account(self, persona_id: str, data: AccountInput) -> Account:
+        return await self.accounts.add(persona_id, data)
+
+    async def list_accounts(self, persona_id: str | None = None) -> list[Account]:
+        if persona_id is not None:
+            await self.persona(persona_id)
+        return await self.accounts.repo.list(persona_id)
+
+    async def account(self, persona_id: str, platform: Platform) -> Account:
+        return await self.accounts.get(persona_id, platform)
+
+    async def test_account(self, persona_id: str, platform: Platform) -> Account:
+        return await self.accounts.test(persona_id, platform)
+
+    async def reauth_account(self, persona_id: str, platform: Platform, data: CredentialsInput) -> Account:
+        account = await self.accounts.reauth(persona_id, platform, data)
+        await self._poke_publisher()
+        return account
+
+    async def remove_account(self, persona_id: str, platform: Platform) -> Account:
+        return await self.accounts.remove(persona_id, platform)
+
+    async def _poke_publisher(self) -> None:
+        if self._directory is not None:
+            await get_publisher(self.settings).poke.remote()

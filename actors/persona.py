@@ -13,16 +13,21 @@ from typing import Any
 
 import ray
 from langchain_core.runnables import RunnableConfig
+from langgraph.types import Command
 
 from actors.gateway import GatewayClient, get_gateway
 from chorus import metrics
 from chorus.errors import BudgetExceeded, TiersUnavailable, UnknownJob
 from chorus.llm.types import ModelClient
 from chorus.models import TERMINAL_JOB_STATUSES, JobErrorCode, JobStatus, budget_exceeded_message
+from chorus.persona import PersonaSpec
+from chorus.publishing.queue import PublishQueue, WorkflowLifecycle
 from chorus.settings import Settings
+from chorus.store.accounts import AccountRepo
 from chorus.store.client import async_redis
 from chorus.store.jobs import JobRepo
 from chorus.store.keys import keys_for
+from chorus.store.outbox import OutboxRepo
 from chorus.store.personas import PersonaRepo
 from chorus.store.posts import PostRepo
 from chorus.store.spend import SpendLedger
@@ -46,6 +51,9 @@ class PersonaWorker:
         self.jobs = JobRepo(client, keys, settings.store)
         self.posts = PostRepo(client, keys, settings.fleet.recent_posts_window)
         self.redis, self.keys = client, keys
+        # Only the public account records: credentials are opened by the publisher alone.
+        self.accounts = AccountRepo(client, keys, None)
+        self.queue = PublishQueue(self.posts, OutboxRepo(client, keys), settings.publishing)
         self.checkpoints = RedisCheckpointSaver(
             aclient=client, key_prefix=keys("ckpt"), ttl_s=settings.store.checkpoint_ttl_s
         )
@@ -79,6 +87,8 @@ class PersonaWorker:
         )
         budget = spec.budget_usd(self.settings.budget.default_daily_usd)
         ledger = SpendLedger(self.redis, self.keys, spec.id, budget, job_id=job_id, store=self.settings.store)
+        target = spec.primary_platform
+        account = await self.accounts.get_for(spec.id, target.name)
         context = WorkflowContext(
             persona=spec,
             model=self.models,
@@ -86,15 +96,16 @@ class PersonaWorker:
             recent=await self.posts.recent(spec.id),
             guard=ledger,
             max_rewrites=self.settings.fleet.max_rewrites,
+            lifecycle=WorkflowLifecycle(self.queue, spec) if account is not None else None,
+            account_id=account.id if account is not None else None,
+            approval_required=target.requires_approval,
+            source_url=job.source_url,
+            source_title=job.source_title,
         )
         config: RunnableConfig = {"configurable": {"thread_id": job_id}}
-        # A checkpoint means an earlier attempt got part of the way: resume it, paying for
-        # nothing that already finished.
-        resume = await self.checkpoints.aget_tuple(config) is not None
         try:
-            async for update in self.graph.astream(
-                None if resume else {"job_id": job_id}, config, context=context, stream_mode="updates"
-            ):
+            start = await self._start_input(job_id, spec, config)
+            async for update in self.graph.astream(start, config, context=context, stream_mode="updates"):
                 await self._node_events(job_id, spec.id, update)
         except BudgetExceeded as exc:
             metrics.inc("chorus_job_errors_total", persona=spec.id, kind="budget_exceeded")
@@ -130,11 +141,36 @@ class PersonaWorker:
             metrics.set_gauge("chorus_persona_daily_budget_usd", budget, persona=spec.id)
         post = await self.posts.get(job_id)
         if post is not None:
-            metrics.inc("chorus_posts_total", persona=spec.id, platform=post.platform, status=post.status)
-            metrics.observe("chorus_post_cost_usd", post.cost_usd, persona=spec.id, status=post.status)
+            if post.created_at >= now:  # stored by this run, not by an earlier one being resumed
+                metrics.inc("chorus_posts_total", persona=spec.id, platform=post.platform, status=post.status)
+                metrics.observe("chorus_post_cost_usd", post.cost_usd, persona=spec.id, status=post.status)
             await self.jobs.emit(job_id, "post", post.model_dump(mode="json"))
+        paused = bool((await self.graph.aget_state(config)).next)
+        await self.posts.clear_decision(job_id)
+        if paused:
+            # Waiting for a person: the checkpoint is what any actor resumes from, for as long
+            # as the inbox keeps the post.
+            await self.checkpoints.aexpire_thread(job_id, self.settings.store.approval_ttl_s)
+            return await self._end(job_id, "done", post_id=job_id, awaiting="approval")
         await self.checkpoints.adelete_thread(job_id)
         return await self._end(job_id, "done", post_id=job_id)
+
+    async def _start_input(self, job_id: str, spec: PersonaSpec, config: RunnableConfig) -> Any:
+        """What the graph runs from: a fresh start; None to resume an attempt that got part of
+        the way (paying for nothing that already finished); or the reviewer's answer to resume
+        a workflow paused for approval."""
+        if await self.checkpoints.aget_tuple(config) is None:
+            return {"job_id": job_id}
+        snapshot = await self.graph.aget_state(config)
+        if not snapshot.interrupts:
+            return None
+        post = await self.posts.get(job_id)
+        decision = await self.posts.decision(job_id)
+        # The post moved first (the inbox's atomic step), then the answer was stored: an answer
+        # left from an earlier round (the post waits again) must not resume this one.
+        if post is None or decision is None or post.state == "pending_approval":
+            return None
+        return Command(resume=decision)
 
     async def _node_events(self, job_id: str, persona_id: str, update: dict[str, Any]) -> None:
         for node, delta in update.items():

@@ -20,6 +20,7 @@ hold its posts until new credentials are added.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -117,7 +118,7 @@ class PublisherWorker:
             post = await self.posts.transition(
                 item.post_id, "publishing", actor=SYSTEM_ACTOR, reason=f"attempt {item.attempts + 1}"
             )
-        account = await self.accounts.repo.get_by_id(item.account_id)
+        account = await self.accounts.repo.get(item.account_id)
         if account is None:
             await self._fail(item, "the account this post was scheduled on was removed")
             return
@@ -128,7 +129,7 @@ class PublisherWorker:
         adapter = self.accounts.adapter(item.platform)
         ambiguous = item.sending_since is not None
         await self.outbox.mark_sending(item.post_id, self.holder, time.time())
-        platform = item.platform.value if hasattr(item.platform, "value") else str(item.platform)
+        platform = item.platform.value
         started = time.perf_counter()
         try:
             published = await adapter.publish(ref, item.request, after_ambiguous=ambiguous)
@@ -136,7 +137,9 @@ class PublisherWorker:
             await self._rate_limited(item, platform, exc)
             return
         except NeedsReauth as exc:
-            metrics.inc("chorus_publishes_total", persona=item.persona_id, platform=platform, outcome="needs_reauth")
+            metrics.inc(
+                "chorus_publishes_total", persona=item.persona_id, platform=platform, outcome="needs_reauth"
+            )
             await self.accounts.repo.mark_needs_reauth(item.account_id, exc.message)
             await self._wait_for_reauth(item, exc.message)
             return
@@ -144,11 +147,15 @@ class PublisherWorker:
             await self._transient(item, platform, exc)
             return
         except (PermanentError, PublishError) as exc:
-            metrics.inc("chorus_publishes_total", persona=item.persona_id, platform=platform, outcome="failed")
+            metrics.inc(
+                "chorus_publishes_total", persona=item.persona_id, platform=platform, outcome="failed"
+            )
             await self._fail(item, exc.message)
             return
         finally:
-            metrics.observe("chorus_publish_latency_seconds", time.perf_counter() - started, platform=platform)
+            metrics.observe(
+                "chorus_publish_latency_seconds", time.perf_counter() - started, platform=platform
+            )
         await self._maybe_crash_after_send()
         await self.posts.transition(
             item.post_id,
@@ -161,23 +168,31 @@ class PublisherWorker:
         self.published += 1
         outcome = "already_published" if published.already_there else "published"
         metrics.inc("chorus_publishes_total", persona=item.persona_id, platform=platform, outcome=outcome)
-        metrics.observe("chorus_publish_delay_seconds", max(0.0, time.time() - item.due_at), platform=platform)
+        metrics.observe(
+            "chorus_publish_delay_seconds", max(0.0, time.time() - item.due_at), platform=platform
+        )
 
     async def _rate_limited(self, item: OutboxItem, platform: str, exc: RateLimited) -> None:
         now = time.time()
         retry_at = max(exc.retry_at, now)
-        metrics.inc("chorus_publishes_total", persona=item.persona_id, platform=platform, outcome="rate_limited")
+        metrics.inc(
+            "chorus_publishes_total", persona=item.persona_id, platform=platform, outcome="rate_limited"
+        )
         metrics.observe("chorus_publish_rate_limit_wait_seconds", retry_at - now, platform=platform)
         reason = f"rate limited by {platform} until {time.strftime('%H:%M:%S', time.gmtime(retry_at))} UTC"
         await self._back_to_scheduled(item, reason, publish_at=retry_at)
         # Not an attempt: the platform asked for later, nothing failed.
-        await self.outbox.reschedule(item.post_id, self.holder, retry_at, error=exc.message, count_attempt=False)
+        await self.outbox.reschedule(
+            item.post_id, self.holder, retry_at, error=exc.message, count_attempt=False
+        )
 
     async def _transient(self, item: OutboxItem, platform: str, exc: TransientError) -> None:
         attempts = item.attempts + 1
         kind = "ambiguous" if isinstance(exc, AmbiguousSend) else "transient"
         if attempts >= self.settings.publishing.max_attempts:
-            metrics.inc("chorus_publishes_total", persona=item.persona_id, platform=platform, outcome="failed")
+            metrics.inc(
+                "chorus_publishes_total", persona=item.persona_id, platform=platform, outcome="failed"
+            )
             await self._fail(item, f"gave up after {attempts} attempts: {exc.message}")
             return
         metrics.inc("chorus_publishes_total", persona=item.persona_id, platform=platform, outcome="retried")
@@ -185,18 +200,32 @@ class PublisherWorker:
         pub = self.settings.publishing
         retry_at = time.time() + backoff_s(attempts, pub.backoff_base_s, pub.backoff_max_s)
         await self._back_to_scheduled(item, f"attempt {attempts} failed: {exc.message}", publish_at=retry_at)
-        await self.outbox.reschedule(item.post_id, self.holder, retry_at, error=exc.message, count_attempt=True)
+        # An ambiguous send may have gone through: the next attempt checks the platform first.
+        await self.outbox.reschedule(
+            item.post_id,
+            self.holder,
+            retry_at,
+            error=exc.message,
+            count_attempt=True,
+            keep_sending=isinstance(exc, AmbiguousSend),
+        )
 
     async def _wait_for_reauth(self, item: OutboxItem, message: str) -> None:
         await self._back_to_scheduled(item, f"waiting for the account's credentials: {message}")
-        await self.outbox.reschedule(item.post_id, self.holder, item.due_at, error=message, count_attempt=False)
+        await self.outbox.reschedule(
+            item.post_id, self.holder, item.due_at, error=message, count_attempt=False
+        )
         await self.outbox.hold_account(item.account_id, message)
 
-    async def _back_to_scheduled(self, item: OutboxItem, reason: str, publish_at: float | None = None) -> None:
+    async def _back_to_scheduled(
+        self, item: OutboxItem, reason: str, publish_at: float | None = None
+    ) -> None:
         updates: dict[str, Any] = {"last_error": reason}
         if publish_at is not None:
             updates["publish_at"] = publish_at
-        await self.posts.transition(item.post_id, "scheduled", actor=SYSTEM_ACTOR, reason=reason, updates=updates)
+        await self.posts.transition(
+            item.post_id, "scheduled", actor=SYSTEM_ACTOR, reason=reason, updates=updates
+        )
 
     async def _fail(self, item: OutboxItem, message: str) -> None:
         post = await self.posts.get(item.post_id)
@@ -221,10 +250,12 @@ class PublisherWorker:
     async def record_gauges(self) -> None:
         now = time.time()
         metrics.set_gauge("chorus_outbox_depth", await self.outbox.depth())
-        metrics.set_gauge("chorus_outbox_oldest_due_age_seconds", await self.outbox.oldest_due_age(now) or 0.0)
+        metrics.set_gauge(
+            "chorus_outbox_oldest_due_age_seconds", await self.outbox.oldest_due_age(now) or 0.0
+        )
         by_platform: dict[str, int] = {}
         for account in await self.accounts.repo.list():
-            platform = account.platform.value if hasattr(account.platform, "value") else str(account.platform)
+            platform = account.platform.value
             by_platform.setdefault(platform, 0)
             if account.status == "needs_reauth":
                 by_platform[platform] += 1
@@ -254,10 +285,8 @@ async def publish_forever(worker: PublisherWorker, poll_interval_s: float, wake:
         if handled:
             continue
         wake.clear()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), poll_interval_s)
-        except TimeoutError:
-            pass
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)

@@ -65,3 +65,14 @@ def due_slots(cadence: Cadence, now: float, catch_up_s: float) -> list[Slot]:
     today = local_day(cadence, now)
     candidates = slots_on(cadence, today - timedelta(days=1)) + slots_on(cadence, today)
     return [slot for slot in candidates if now - catch_up_s < slot.at <= now]
+
+
+def next_slot(cadence: Cadence, now: float) -> Slot | None:
+    """The persona's first slot after `now` (within a week; None for a cadence that posts less
+    often than that, whose next slot is too far to wait for)."""
+    today = local_day(cadence, now)
+    for offset in range(8):
+        for slot in slots_on(cadence, today + timedelta(days=offset)):
+            if slot.at > now:
+                return slot
+    return None

@@ -13,13 +13,16 @@ import re
 import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from chorus.errors import BudgetExceeded
 from chorus.inputs import Integer
+from chorus.lifecycle import LifecycleState, Transition
 from chorus.persona import Platform
+from chorus.publishing.protocol import Published, PublishRequest
 
 JobStatus = Literal["queued", "running", "done", "failed", "budget_exceeded"]
 PostStatus = Literal["accepted", "rejected"]
@@ -81,6 +84,77 @@ class Post(BaseModel):
     tiers: dict[str, str]
     nodes: list[NodeRecord]
     created_at: float
+    # Its lifecycle (chorus/lifecycle.py): the review's verdict above is where it starts.
+    state: LifecycleState = "accepted"
+    state_changed_at: float | None = Field(None, description="None: in its first state since created_at")
+    revision: int = Field(1, description="1 for the first draft; each edit or new draft adds one")
+    account_id: str | None = Field(None, description="the platform account it goes out on")
+    publish_at: float | None = Field(None, description="when it is due to publish (Unix time)")
+    published: Published | None = None
+    last_error: str | None = Field(None, description="the last publish attempt's error, for people")
+    feedback: str | None = Field(None, description="the reviewer's latest request for changes")
+    source_url: str | None = Field(None, description="a page the post is about (a link card)")
+    source_title: str | None = None
+    # Bluesky: the record key and creation time the post is written under, fixed the first time
+    # it is scheduled so that every retry (and a retry after a failure) writes the same record.
+    record_key: str | None = None
+    record_created_at: float | None = None
+
+
+class PostHistory(BaseModel):
+    post_id: str
+    state: LifecycleState
+    transitions: list[Transition]
+
+
+class InboxQuery(BaseModel):
+    """What waits for approval, oldest first."""
+
+    model_config = ConfigDict(frozen=True)
+
+    persona_id: str | None = None
+    platform: Platform | None = None
+    older_than_s: float | None = Field(None, ge=0, description="only items waiting at least this long")
+    newer_than_s: float | None = Field(None, ge=0, description="only items waiting at most this long")
+    limit: int = Field(50, ge=1, le=500)
+
+
+class AccountStatus(StrEnum):
+    active = "active"
+    needs_reauth = "needs_reauth"
+
+
+class Account(BaseModel):
+    """A persona's account on a platform, as the API shows it: never its credentials."""
+
+    id: str
+    persona_id: str
+    platform: Platform
+    handle: str
+    service_url: str
+    status: AccountStatus = AccountStatus.active
+    status_message: str | None = Field(None, description="the platform's words when it stopped working")
+    identity: str | None = Field(None, description="the platform's id for it (a DID, a user id)")
+    created_at: float
+    updated_at: float
+
+
+class OutboxItem(BaseModel):
+    """A post waiting in (or claimed from) the outbox."""
+
+    post_id: str
+    persona_id: str
+    account_id: str
+    platform: Platform
+    due_at: float
+    attempts: int = 0
+    request: PublishRequest
+    holder: str | None = None
+    lease_until: float | None = None
+    # Set just before a send; still set when the item comes back means the send's answer was
+    # lost (a crash, a timeout) and the adapter must check the platform before sending again.
+    sending_since: float | None = None
+    last_error: str | None = None
 
 
 class Job(BaseModel):
@@ -97,6 +171,8 @@ class Job(BaseModel):
     )
     error: str | None = Field(None, description="one line for people; details stay in the server log")
     attempts: int = 0
+    source_url: str | None = Field(None, description="a page the post is to be about")
+    source_title: str | None = None
 
 
 class JobEvent(BaseModel):
@@ -160,6 +236,7 @@ class PostQuery(BaseModel):
 
     persona_id: str | None = None
     status: PostStatus | None = None
+    state: LifecycleState | None = None
     since: float | None = Field(None, description="Unix time, inclusive.")
     until: float | None = Field(None, description="Unix time, exclusive.")
     cursor: str | None = Field(None, description="next_cursor of the previous page.")

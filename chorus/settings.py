@@ -145,6 +145,9 @@ class StoreSettings(_Section):
     slot_ttl_s: int = Field(3 * 24 * 3600, ge=60)
     # A job's workflow checkpoints (a retried job resumes from them).
     checkpoint_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+    # A workflow paused for a person's approval keeps its checkpoint this long: an inbox item
+    # older than this can still be rejected, but no longer approved or sent back for changes.
+    approval_ttl_s: int = Field(30 * 24 * 3600, ge=60)
     # One blocking read of a job's event stream; below redis.socket_timeout_s (checked below).
     events_block_ms: int = Field(2_000, ge=1)
 

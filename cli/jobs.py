@@ -58,9 +58,20 @@ async def follow(client: ApiClient, run: JobRun, on_change: Callable[[JobRun, st
     return run
 
 
-async def start_jobs(client: ApiClient, persona_id: str, count: int) -> list[JobRun]:
+async def start_jobs(
+    client: ApiClient,
+    persona_id: str,
+    count: int,
+    source_url: str | None = None,
+    source_title: str | None = None,
+) -> list[JobRun]:
+    body: dict[str, object] = {"count": count}
+    if source_url:
+        body["source_url"] = source_url
+    if source_title:
+        body["source_title"] = source_title
     response = await client.call(
-        "POST", f"/v1/personas/{persona_id}/posts:generate", params={"async": "true"}, json={"count": count}
+        "POST", f"/v1/personas/{persona_id}/posts:generate", params={"async": "true"}, json=body
     )
     jobs = GenerateResponse.model_validate_json(response.content).jobs
     return [JobRun(persona_id=persona_id, job_id=job.id) for job in jobs]

@@ -14,11 +14,28 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from chorus.lifecycle import LIFECYCLE_STATES
 from chorus.models import ROLES
 from chorus.persona import Platform
+from cli.commands.accounts import (
+    cmd_accounts_add,
+    cmd_accounts_list,
+    cmd_accounts_reauth,
+    cmd_accounts_remove,
+    cmd_accounts_test,
+)
 from cli.commands.demo import cmd_demo
 from cli.commands.devnet import cmd_devnet_down, cmd_devnet_status, cmd_devnet_up
 from cli.commands.generate import cmd_generate
+from cli.commands.inbox import (
+    cmd_approve,
+    cmd_inbox,
+    cmd_posts_history,
+    cmd_posts_retry,
+    cmd_posts_unpublish,
+    cmd_reject,
+    cmd_request_changes,
+)
 from cli.commands.keys import cmd_keys_create, cmd_keys_list, cmd_keys_purge, cmd_keys_revoke
 from cli.commands.personas import (
     cmd_personas_apply,
@@ -142,14 +159,72 @@ def _parser() -> argparse.ArgumentParser:
     generate = add("generate", cmd_generate, "generate posts for a persona, with live per-node progress")
     generate.add_argument("id")
     generate.add_argument("--count", type=_positive, default=1)
+    generate.add_argument("--source-url", help="a page the posts are about (a link card on Bluesky)")
+    generate.add_argument("--source-title", help="the page's title for the link card")
+
+    inbox = add("inbox", cmd_inbox, "posts waiting for approval, longest waiting first")
+    inbox.add_argument("--persona")
+    inbox.add_argument("--platform", choices=[p.value for p in Platform])
+    inbox.add_argument("--older-than", type=float, help="only posts waiting at least this many seconds")
+    inbox.add_argument("--limit", type=_positive, default=50)
+    approve = add("approve", cmd_approve, "approve a waiting post (editor), optionally edited or timed")
+    approve.add_argument("id")
+    approve.add_argument("--text", help="edited text (reviewed against the persona's rules again)")
+    approve.add_argument("--at", help="publish time: ISO 8601 (UTC unless it says) or Unix seconds")
+    reject = add("reject", cmd_reject, "reject a post (editor)")
+    reject.add_argument("id")
+    reject.add_argument("--reason", required=True)
+    changes = add("request-changes", cmd_request_changes, "send a post back with feedback for a new draft")
+    changes.add_argument("id")
+    changes.add_argument("--feedback", required=True)
 
     posts = add("posts", cmd_posts, "list posts, newest first (or `posts delete ID`)")
     posts.add_argument("--persona")
     posts.add_argument("--status", choices=("accepted", "rejected"))
+    posts.add_argument("--state", choices=LIFECYCLE_STATES, help="only posts in this lifecycle state")
     posts.add_argument("--limit", type=_positive, default=20)
     posts.add_argument("--cursor")
     post_actions = posts.add_subparsers(dest="action", required=False, metavar="ACTION")
     add("delete", cmd_posts_delete, "delete a post (editor)", post_actions).add_argument("id")
+    add(
+        "history", cmd_posts_history, "every lifecycle move of a post: who, when, why", post_actions
+    ).add_argument("id")
+    add(
+        "retry", cmd_posts_retry, "put a failed post back into the outbox (editor)", post_actions
+    ).add_argument("id")
+    add(
+        "unpublish", cmd_posts_unpublish, "delete a published post from its platform (editor)", post_actions
+    ).add_argument("id")
+
+    accounts = commands.add_parser(
+        "accounts", help="a persona's platform accounts (admin): list, add, test, reauth, remove"
+    ).add_subparsers(dest="action", required=True, metavar="ACTION")
+    add("list", cmd_accounts_list, "every account and its status", accounts).add_argument("--persona")
+    for action, account_handler, account_help in (
+        ("add", cmd_accounts_add, "add an account (checked with a real login first)"),
+        ("test", cmd_accounts_test, "log in now; exit 1 when it needs re-authentication"),
+        ("reauth", cmd_accounts_reauth, "give an account new credentials; its waiting posts then publish"),
+        ("remove", cmd_accounts_remove, "remove an account and its credentials"),
+    ):
+        sub = add(action, account_handler, account_help, accounts)
+        sub.add_argument("persona")
+        if action == "add":
+            sub.add_argument("--platform", required=True, choices=("bluesky", "mastodon", "x"))
+            sub.add_argument(
+                "--handle", required=True, help="alice.bsky.social, alice@mastodon.social, alice"
+            )
+            sub.add_argument("--service-url", help="its server (Bluesky default https://bsky.social)")
+        else:
+            sub.add_argument("platform", choices=("bluesky", "mastodon", "x"))
+        if action in ("add", "reauth"):
+            sub.add_argument("--secret-env", metavar="NAME", help="read the app password / token from $NAME")
+            sub.add_argument(
+                "--secret-stdin", action="store_true", help="read it from the first line of stdin"
+            )
+            sub.add_argument(
+                "--refresh-token-env", metavar="NAME", help="X: read the refresh token from $NAME"
+            )
+            sub.add_argument("--client-id", help="X: the OAuth 2 app's client id")
 
     keys = commands.add_parser("keys", help="create, list, revoke or purge API keys (admin)").add_subparsers(
         dest="action", required=True, metavar="ACTION"

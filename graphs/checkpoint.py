@@ -348,6 +348,16 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         client = self._async()
         await client.unlink(registry, *await client.smembers(registry))
 
+    async def aexpire_thread(self, thread_id: str, ttl_s: int) -> None:
+        """Keep a thread `ttl_s` from now (a workflow paused for a person outlives `ttl_s` of
+        the saver, which every later write refreshes again)."""
+        registry = self._key(thread_id, "keys")
+        client = self._async()
+        async with client.pipeline(transaction=True) as pipe:
+            for key in {registry.encode(), *await client.smembers(registry)}:
+                pipe.expire(key, ttl_s)
+            await pipe.execute()
+
     def get_next_version(self, current: str | None, channel: None) -> str:
         # InMemorySaver's scheme: the zero-padded counter keeps string versions in order.
         number = 0 if current is None else int(str(current).split(".")[0])

@@ -18,6 +18,7 @@ import redis
 from ray import serve
 
 from actors.fleet import Fleet
+from chorus.crypto import new_key
 from chorus.settings import Settings, load_settings
 from ops.deploy import connect_ray, deploy_local_tier, start_serve
 from tests.support.api import API_LIMITS, create_key
@@ -47,6 +48,9 @@ def redis_client(redis_url: str) -> redis.Redis:
 # --- Ray, Serve and the local tier -------------------------------------------------------------
 
 
+TEST_CREDENTIALS_KEY = new_key()
+
+
 @pytest.fixture(scope="session")
 def serve_port() -> int:
     return free_port()
@@ -62,6 +66,15 @@ def settings(redis_url: str, serve_port: int) -> Settings:
         premium={"base_url": base, "api_key": SERVICE_KEY, "model": TEST_MODEL},
         pricing={"models": {TEST_MODEL: PREMIUM_PRICE}, "local_per_mtok": 0.05},
         router={"timeout_s": 60, "max_retries": 1, "backoff_s": 0.05},
+        # Approved posts publish at once (not at the next cadence slot), polled often; credentials
+        # sealed with a key of the session's own.
+        publishing={
+            "credentials_key": TEST_CREDENTIALS_KEY,
+            "use_cadence_slots": False,
+            "poll_interval_s": 0.2,
+            "backoff_base_s": 0.2,
+            "backoff_max_s": 2.0,
+        },
         # A private Ray: never join a cluster someone started with `ray start` on this machine.
         ray_address="local",
     )

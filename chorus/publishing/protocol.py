@@ -139,7 +139,13 @@ class PlatformAdapter(Protocol):
         raises NeedsReauth or InvalidAccount."""
         ...
 
-    async def publish(self, account: AccountRef, request: PublishRequest) -> Published: ...
+    async def publish(
+        self, account: AccountRef, request: PublishRequest, *, after_ambiguous: bool = False
+    ) -> Published:
+        """Publish once. `after_ambiguous`: an earlier attempt of this request was sent and its
+        answer lost (a crash, a timeout); an adapter without idempotent writes (X) looks for the
+        post on the platform first and answers `already_there` when it finds it."""
+        ...
 
     async def delete(self, account: AccountRef, published: Published) -> None: ...
 

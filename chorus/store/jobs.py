@@ -29,10 +29,20 @@ class JobRepo:
         self._ttl_s = store.job_ttl_s
         self._block_ms = store.events_block_ms
 
-    async def create(self, persona_id: str, source: JobSource = "request", job_id: str | None = None) -> Job:
+    async def create(
+        self,
+        persona_id: str,
+        source: JobSource = "request",
+        job_id: str | None = None,
+        *,
+        source_url: str | None = None,
+        source_title: str | None = None,
+    ) -> Job:
         job = Job(
             id=job_id or new_job_id(),
             persona_id=persona_id,
+            source_url=source_url,
+            source_title=source_title,
             status="queued",
             source=source,
             created_at=time.time(),
@@ -57,6 +67,13 @@ class JobRepo:
             if job.status in TERMINAL_JOB_STATUSES:
                 pipe.zrem(self._k("jobs", "pending"), job.id)
             await pipe.execute()
+        return job
+
+    async def requeue(self, job_id: str) -> Job:
+        """A finished job queued again to carry on (its workflow waits for a person's answer,
+        which has come): unfinished again, so a restarted directory resumes it too."""
+        job = await self.update(job_id, status="queued", finished_at=None, error=None, error_code=None)
+        await self._r.zadd(self._k("jobs", "pending"), {job.id: time.time()})
         return job
 
     async def pending(self) -> list[tuple[str, float]]:

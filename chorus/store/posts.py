@@ -1,15 +1,26 @@
-"""Stored posts, their indexes (all, per persona), the persona's counters and recent texts.
+"""Stored posts, their indexes (all, per persona, per lifecycle state), the persona's counters and
+recent texts, and each post's history of lifecycle moves.
 
 A post is saved once per job (its id is the job's) and counted in the same Lua step, so a retried
 job never counts twice; deleting a post keeps the counters, which record what was paid for.
+
+A lifecycle move is one optimistic transaction (WATCH the post, check the move, MULTI): two
+writers racing on one post (an approver and the publisher, two approvers) cannot both win, and
+the post, its state index and its history change together or not at all.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from chorus.models import PersonaStats, Post, PostPage, PostQuery, parse_cursor
+from redis.exceptions import WatchError
+
+from chorus.errors import IllegalTransition, UnknownPost
+from chorus.lifecycle import ALLOWED_MOVES, LIFECYCLE_STATES, LifecycleState, Transition, check_move
+from chorus.models import InboxQuery, PersonaStats, Post, PostHistory, PostPage, PostQuery, parse_cursor
 from chorus.store.keys import Keys
 
 if TYPE_CHECKING:
@@ -31,6 +42,8 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX') then
     redis.call('LPUSH', KEYS[5], ARGV[8])
     redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[9]) - 1)
   end
+  redis.call('ZADD', KEYS[6], ARGV[2], ARGV[3])
+  redis.call('RPUSH', KEYS[7], ARGV[10])
   return 1
 end
 return 0
@@ -46,8 +59,15 @@ end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('LREM', KEYS[4], 1, ARGV[2])
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('DEL', KEYS[6])
 return 1
 """
+
+
+def _changed(post: Post, updates: dict[str, Any]) -> Post:
+    # Validated, so an update of the wrong type fails before anything is written.
+    return Post.model_validate({**post.model_dump(), **updates})
 
 
 def _recent_entry(post: Post) -> str:
@@ -62,9 +82,22 @@ class PostRepo:
         self._save = client.register_script(_SAVE_POST)
         self._delete = client.register_script(_DELETE_POST)
 
+    def _state_index(self, state: str) -> str:
+        return self._k("posts", "state", state)
+
+    def _history(self, post_id: str) -> str:
+        return self._k("post", post_id, "history")
+
     async def save(self, post: Post) -> bool:
         """Store a post; False when this job's post was already stored (a retried job)."""
         recent = _recent_entry(post)
+        first = Transition(
+            from_state=None,
+            to_state=post.state,
+            actor="system",
+            at=post.created_at,
+            reason="; ".join(post.reasons) if post.reasons else "review",
+        )
         stored = await self._save(
             keys=[
                 self._k("post", post.id),
@@ -72,6 +105,8 @@ class PostRepo:
                 self._k("posts", "persona", post.persona_id),
                 self._k("stats", post.persona_id),
                 self._k("recent", post.persona_id),
+                self._state_index(post.state),
+                self._history(post.id),
             ],
             args=[
                 post.model_dump_json(),
@@ -83,6 +118,7 @@ class PostRepo:
                 post.completion_tokens,
                 recent,
                 self._recent_window,
+                first.model_dump_json(),
             ],
         )
         return bool(stored)
@@ -106,6 +142,8 @@ class PostRepo:
                 self._k("posts"),
                 self._k("posts", "persona", post.persona_id),
                 self._k("recent", post.persona_id),
+                self._state_index(post.state),
+                self._history(post_id),
             ],
             args=[post_id, _recent_entry(post)],
         )
@@ -119,6 +157,7 @@ class PostRepo:
     async def page(self, query: PostQuery) -> PostPage:
         """Newest first. The cursor is the (score, id) of the last post returned."""
         persona_id, status, since, until = query.persona_id, query.status, query.since, query.until
+        state = query.state
         cursor, limit = query.cursor, query.limit
         index = self._k("posts", "persona", persona_id) if persona_id else self._k("posts")
         top: str = f"({until}" if until is not None else "+inf"
@@ -130,7 +169,8 @@ class PostRepo:
         bottom = str(since) if since is not None else "-inf"
         found: list[Post] = []
         # Over-fetch only when a status filter may skip posts; otherwise a page is one read.
-        offset, batch = 0, (limit if status is None else max(limit * 2, 50))
+        filtered = status is not None or state is not None
+        offset, batch = 0, (limit if not filtered else max(limit * 2, 50))
         while len(found) < limit:
             ids: list[Any] = await self._r.zrevrangebyscore(
                 index, top, bottom, start=offset, num=batch, withscores=True
@@ -147,7 +187,7 @@ class PostRepo:
                 if raw is None:
                     continue
                 post = Post.model_validate_json(raw)
-                if status is None or post.status == status:
+                if (status is None or post.status == status) and (state is None or post.state == state):
                     found.append(post)
                     if len(found) == limit:
                         break
@@ -156,6 +196,127 @@ class PostRepo:
             last = found[-1]
             next_cursor = f"{last.created_at!r}:{last.id}"
         return PostPage(posts=found, next_cursor=next_cursor)
+
+    async def transition(
+        self,
+        post_id: str,
+        target: LifecycleState,
+        *,
+        actor: str,
+        reason: str | None = None,
+        updates: dict[str, Any] | None = None,
+        expect: tuple[LifecycleState, ...] | None = None,
+    ) -> Post:
+        """Move a post to `target`, recording who, when and why, with `updates` to its fields in
+        the same step. Raises UnknownPost, or IllegalTransition (naming the state it is in and
+        its allowed moves) when the lifecycle does not lead there from its current state, or
+        when `expect` is given and the post is in none of those states."""
+
+        def move(post: Post, pipe: Any) -> Post:
+            current = post.state
+            if expect is not None and current not in expect:
+                raise IllegalTransition(post_id, current, target, list(ALLOWED_MOVES[current]))
+            check_move(post_id, current, target)
+            now = time.time()
+            moved = _changed(post, {**(updates or {}), "state": target, "state_changed_at": now})
+            entry = Transition(from_state=current, to_state=target, actor=actor, at=now, reason=reason)
+            pipe.zrem(self._state_index(current), post_id)
+            pipe.zadd(self._state_index(target), {post_id: now})
+            pipe.rpush(self._history(post_id), entry.model_dump_json())
+            return moved
+
+        return await self._rewrite(post_id, move)
+
+    async def update_fields(self, post_id: str, expect: tuple[LifecycleState, ...], **updates: Any) -> Post:
+        """Change a post's fields without moving it (a new publish time on a scheduled post),
+        only while it is in one of the `expect` states."""
+
+        def change(post: Post, pipe: Any) -> Post:
+            if post.state not in expect:
+                allowed: list[str] = list(ALLOWED_MOVES[post.state])
+                raise IllegalTransition(post_id, post.state, " or ".join(expect), allowed)
+            return _changed(post, updates)
+
+        return await self._rewrite(post_id, change)
+
+    async def _rewrite(self, post_id: str, change: Callable[[Post, Any], Post]) -> Post:
+        """Read the post, let `change` check it, stage its extra writes and return the new post,
+        and write it all in one transaction that retries if the post changed meanwhile."""
+        key = self._k("post", post_id)
+        async with self._r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    if raw is None:
+                        raise UnknownPost(post_id)
+                    pipe.multi()
+                    changed = change(Post.model_validate_json(raw), pipe)
+                    pipe.set(key, changed.model_dump_json())
+                    await pipe.execute()
+                    return changed
+                except WatchError:
+                    continue
+
+    async def set_decision(self, post_id: str, decision: dict[str, Any], ttl_s: int) -> None:
+        """A reviewer's answer, kept until the paused workflow has read it."""
+        await self._r.set(self._k("post", post_id, "decision"), json.dumps(decision), ex=ttl_s)
+
+    async def decision(self, post_id: str) -> dict[str, Any] | None:
+        raw = await self._r.get(self._k("post", post_id, "decision"))
+        return json.loads(raw) if raw else None
+
+    async def clear_decision(self, post_id: str) -> None:
+        await self._r.delete(self._k("post", post_id, "decision"))
+
+    async def history(self, post_id: str) -> PostHistory:
+        post = await self.get(post_id)
+        if post is None:
+            raise UnknownPost(post_id)
+        rows = await self._r.lrange(self._history(post_id), 0, -1)
+        return PostHistory(
+            post_id=post_id, state=post.state, transitions=[Transition.model_validate_json(r) for r in rows]
+        )
+
+    async def in_state(self, state: LifecycleState, limit: int = 1000) -> list[Post]:
+        """Posts in `state`, longest there first."""
+        ids: list[Any] = await self._r.zrange(self._state_index(state), 0, limit - 1)
+        return await self._many([i.decode() for i in ids])
+
+    async def _many(self, ids: list[str]) -> list[Post]:
+        raws = await self._r.mget([self._k("post", i) for i in ids]) if ids else []
+        return [Post.model_validate_json(r) for r in raws if r is not None]
+
+    async def inbox(self, query: InboxQuery, now: float | None = None) -> list[Post]:
+        """What waits for approval, longest waiting first, filtered by persona, platform, age."""
+        now = time.time() if now is None else now
+        top = f"{now - query.older_than_s}" if query.older_than_s is not None else "+inf"
+        bottom = f"{now - query.newer_than_s}" if query.newer_than_s is not None else "-inf"
+        found: list[Post] = []
+        offset, batch = 0, max(query.limit, 100)
+        while len(found) < query.limit:
+            ids: list[Any] = await self._r.zrangebyscore(
+                self._state_index("pending_approval"), bottom, top, start=offset, num=batch
+            )
+            if not ids:
+                break
+            offset += len(ids)
+            for post in await self._many([i.decode() for i in ids]):
+                if query.persona_id is not None and post.persona_id != query.persona_id:
+                    continue
+                if query.platform is not None and post.platform != query.platform.value:
+                    continue
+                found.append(post)
+                if len(found) == query.limit:
+                    break
+        return found
+
+    async def count_by_state(self) -> dict[str, int]:
+        async with self._r.pipeline(transaction=False) as pipe:
+            for state in LIFECYCLE_STATES:
+                pipe.zcard(self._state_index(state))
+            counts: list[int] = await pipe.execute()
+        return dict(zip(LIFECYCLE_STATES, (int(c) for c in counts), strict=True))
 
     async def lifetime_costs(self, persona_ids: list[str]) -> dict[str, float]:
         """What each persona's posts have cost in all, from the same counters as `stats`."""

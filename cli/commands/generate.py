@@ -14,7 +14,7 @@ from cli.render import console, post_panel
 
 async def cmd_generate(args: argparse.Namespace) -> int:
     async with client_for(args) as client:
-        runs = await start_jobs(client, args.id, args.count)
+        runs = await start_jobs(client, args.id, args.count, args.source_url, args.source_title)
         console.print(f"{args.id}: {len(runs)} job(s) queued: {', '.join(r.job_id for r in runs)}")
         prefix: Callable[[JobRun], str] = (lambda r: f"{r.job_id} ") if len(runs) > 1 else (lambda r: "  ")
         with console.status(f"generating {len(runs)} post(s) for {args.id}…"):

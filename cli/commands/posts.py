@@ -16,6 +16,7 @@ async def cmd_posts(args: argparse.Namespace) -> int:
             "/v1/posts",
             persona=args.persona,
             status=args.status,
+            state=getattr(args, "state", None),
             limit=args.limit,
             cursor=args.cursor,
         )

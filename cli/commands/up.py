@@ -59,7 +59,7 @@ def bring_up(args: argparse.Namespace) -> UpResult:
 
     from ops import local_stack
     from ops.deploy import api_url
-    from ops.service_key import with_service_key
+    from ops.service_key import with_credentials_key, with_service_key
 
     settings = cli_settings()
     say = step
@@ -69,7 +69,7 @@ def bring_up(args: argparse.Namespace) -> UpResult:
             say(f"Redis answers at {settings.redis.url}")
         cluster = local_stack.connect(settings, say, start=True)
         assert cluster is not None
-        settings = with_service_key(settings, say)
+        settings = with_credentials_key(with_service_key(settings, say), say)
         if not cluster.started:
             say(f"joined the Ray cluster at {cluster.address}")
         try:

@@ -65,6 +65,14 @@ def rewrite_messages(persona: PersonaSpec, topic: str, problems: list[str]) -> l
     return [{"role": "user", "content": f"{brief}\n\n{examples}\nTopic: {topic}\nPost:"}]
 
 
+def revision_messages(persona: PersonaSpec, topic: str, feedback: str) -> list[dict[str, str]]:
+    """A new post on the same topic, written to a reviewer's request for changes. Like a rewrite,
+    the sent-back draft is not shown (small models copy it); the request is the brief."""
+    request = feedback.strip().rstrip(".")
+    brief = f"{_header(persona)}\nThe editor asked for a new version: {request}. The posts below do that."
+    return [{"role": "user", "content": f"{brief}\n\n{_examples(persona)}\nTopic: {topic}\nPost:"}]
+
+
 def first_line(text: str) -> str:
     """The hook: the first non-empty line of what the model wrote, cut at its first sentence."""
     for line in clean_post(text).splitlines():

@@ -24,7 +24,7 @@ from chorus.store.keys import keys_for
 from serve.api.auth import Authenticate, Authorizer
 from serve.api.deps import CHECK_TIMEOUT_S, ApiState
 from serve.api.errors import GuardMiddleware, install_error_handlers
-from serve.api.routers import fleet, health, jobs, keys, personas, posts
+from serve.api.routers import accounts, fleet, health, inbox, jobs, keys, personas, posts
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(Authenticate, authorizer=state.authorizer, open_paths={p for p in open_paths if p})
     app.add_middleware(GuardMiddleware, max_body_bytes=settings.api.max_body_bytes)
     install_error_handlers(app)
-    for router in (health, personas, posts, jobs, fleet, keys):
+    for router in (health, personas, posts, inbox, accounts, jobs, fleet, keys):
         app.include_router(router.router)
     return app

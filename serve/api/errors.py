@@ -19,6 +19,15 @@
 | 409    | persona_exists       | creating a persona whose id is taken (update it with PUT)     |
 |        |                      | or restoring one whose id is taken again                      |
 | 409    | last_admin_key       | revoking the last live admin key (create another one first)   |
+| 409    | illegal_transition   | a post asked to move where its state does not lead (details:  |
+|        |                      | current, target, allowed)                                     |
+| 409    | account_exists       | a second account of a persona on one platform                 |
+| 404    | account_not_found    | the persona has no account on that platform                   |
+| 422    | invalid_account      | a wrong service URL, a malformed handle, an unsupported       |
+|        |                      | platform, a login the platform refused (``field`` names it)   |
+| 422    | edit_breaks_rules    | an approver's edited text fails the persona's rules (details: |
+|        |                      | problems)                                                     |
+| 503    | invalid_settings     | the server lacks a setting this needs (the credentials key)   |
 | 413    | body_too_large       | the body is over ``api.max_body_bytes``                       |
 | 422    | invalid_json         | the body is not a JSON object (or not UTF-8 text)             |
 | 422    | unknown_field        | a field the model does not have                               |
@@ -51,14 +60,21 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chorus.errors import (
+    AccountExists,
     BudgetExceeded,
     ChorusError,
+    EditBreaksRules,
+    IllegalTransition,
+    InvalidAccount,
     LastAdminKey,
     NothingToRestore,
     PersonaExists,
     PlatformNotUsed,
+    SettingsError,
+    UnknownAccount,
     UnknownJob,
     UnknownPersona,
+    UnknownPost,
 )
 from chorus.inputs import field_path
 from chorus.models import budget_exceeded_message, budget_resets_at
@@ -122,6 +138,14 @@ DOMAIN_STATUSES: dict[type[ChorusError], int] = {
     PersonaExists: 409,
     LastAdminKey: 409,
     PlatformNotUsed: 422,
+    UnknownPost: 404,
+    UnknownAccount: 404,
+    IllegalTransition: 409,
+    AccountExists: 409,
+    InvalidAccount: 422,
+    EditBreaksRules: 422,
+    # A server-side setting is missing (no credentials key): not the client's request at fault.
+    SettingsError: 503,
 }
 
 
@@ -131,7 +155,12 @@ def domain_error(exc: ChorusError) -> ApiError:
         return budget_error(exc)
     status = next(DOMAIN_STATUSES[c] for c in type(exc).__mro__ if c in DOMAIN_STATUSES)
     message = f"{exc.field}: {exc}" if exc.field else str(exc)
-    return ApiError(status, exc.code.value, message, field=exc.field)
+    details: dict[str, Any] | None = None
+    if isinstance(exc, IllegalTransition):
+        details = {"current": exc.current, "target": exc.target, "allowed": exc.allowed}
+    elif isinstance(exc, EditBreaksRules):
+        details = {"problems": exc.problems}
+    return ApiError(status, exc.code.value, message, field=exc.field, details=details)
 
 
 def redis_unavailable(exc: Exception) -> ApiError:

@@ -8,12 +8,13 @@ PersonaStats, PersonaSpec) travels as it is.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chorus.inputs import LABEL_PATTERN, ONLY_NUMBERS, Integer, clean_label
-from chorus.models import ApiKey, Engagement, Job, Post, Role
+from chorus.models import Account, ApiKey, Engagement, Job, Post, Role
 from chorus.persona import PersonaSpec
 
 
@@ -36,9 +37,46 @@ class ErrorResponse(BaseModel):
 class GenerateRequest(_Request):
     # "3" or true is a client's mistake, not a count.
     count: Integer = Field(1, ge=1, description="Posts to generate, one job each.")
+    source_url: str | None = Field(
+        None,
+        max_length=2000,
+        pattern=r"^https?://[^\s]+$",
+        description="A page the posts are about; it becomes their link card on Bluesky.",
+    )
+    source_title: str | None = Field(None, max_length=300)
     timeout_s: Annotated[float, Field(gt=0), ONLY_NUMBERS] | None = Field(
         None, description="Synchronous mode: how long to wait before answering 202 with the jobs."
     )
+
+
+class ApproveRequest(_Request):
+    text: str | None = Field(
+        None,
+        min_length=1,
+        max_length=5000,
+        description="Edited text; reviewed against the persona's rules again.",
+    )
+    publish_at: datetime | None = Field(
+        None, description="When to publish (ISO 8601 or Unix time); default: the persona's next cadence slot."
+    )
+
+
+class RejectRequest(_Request):
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class RequestChangesRequest(_Request):
+    feedback: str = Field(
+        min_length=1, max_length=2000, description="What the new draft should do differently."
+    )
+
+
+class InboxResponse(BaseModel):
+    posts: list[Post]
+
+
+class AccountList(BaseModel):
+    accounts: list[Account]
 
 
 class JobDetail(Job):

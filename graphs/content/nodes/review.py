@@ -67,7 +67,10 @@ def verdict(problems: list[str], rewrites: int, max_rewrites: int) -> Verdict:
 async def review(state: PostState, runtime: Runtime[WorkflowContext]) -> PostState:
     started = time.perf_counter()
     ctx = runtime.context
-    problems = review_post(ctx.persona, state["draft"], [r["text"] for r in ctx.recent])
+    replaced = state.get("replaced_draft")
+    # A new revision is compared with the persona's other posts, not with the draft it replaces.
+    recent = [r["text"] for r in ctx.recent if r["text"] != replaced]
+    problems = review_post(ctx.persona, state["draft"], recent)
     return {
         "problems": problems,
         "verdict": verdict(problems, state.get("rewrites", 0), ctx.max_rewrites),

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
+from chorus.lifecycle import LifecycleState
 from chorus.models import (
     CURSOR_PATTERN,
     JOB_ID_PATTERN,
@@ -72,7 +73,9 @@ async def generate(
         depth = await fleet.queue_depth()
         if depth + req.count > limits.max_pending_jobs:
             raise overloaded(limits, f"{depth} jobs are queued or running (limit {limits.max_pending_jobs})")
-        job_ids = await fleet.generate(persona_id, req.count)
+        job_ids = await fleet.generate(
+            persona_id, req.count, source_url=req.source_url, source_title=req.source_title
+        )
         if run_async:
             jobs = [job for job in [await fleet.job(j) for j in job_ids] if job is not None]
         else:
@@ -96,7 +99,8 @@ async def generate(
 async def list_posts(
     fleet: FleetDep,
     persona: str | None = Query(None, pattern=PERSONA_ID_PATTERN, description="Only this persona's posts."),
-    status: PostStatus | None = Query(None),
+    status: PostStatus | None = Query(None, description="The review's verdict."),
+    state: LifecycleState | None = Query(None, description="Only posts in this lifecycle state."),
     since: datetime | None = Query(None, description="ISO 8601 or Unix time, inclusive."),
     until: datetime | None = Query(None, description="ISO 8601 or Unix time, exclusive."),
     cursor: str | None = Query(None, pattern=CURSOR_PATTERN, description="next_cursor of the previous page."),
@@ -107,6 +111,7 @@ async def list_posts(
         PostQuery(
             persona_id=persona,
             status=status,
+            state=state,
             since=_timestamp(since),
             until=_timestamp(until),
             cursor=cursor,
