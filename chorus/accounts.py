@@ -256,4 +256,3 @@ class AccountService:
         for adapter in self._adapters.values():
             await adapter.aclose()
         self._adapters.clear()
-

@@ -232,5 +232,7 @@ class EditBreaksRules(ChorusError, ValueError):
     field = "text"
 
     def __init__(self, post_id: str, problems: list[str]) -> None:
-        super().__init__(f"the edited text of post {post_id!r} breaks the persona's rules: " + "; ".join(problems))
+        super().__init__(
+            f"the edited text of post {post_id!r} breaks the persona's rules: " + "; ".join(problems)
+        )
         self.post_id, self.problems = post_id, problems

@@ -148,7 +148,7 @@ _DEFS = [
         "histogram",
         "How far a platform's rate-limit answer pushed a post back.",
         ("platform",),
-        tuple(LATENCY_BUCKETS + [300, 900, 3600]),
+        (*LATENCY_BUCKETS, 300, 900, 3600),
     ),
     MetricDef("chorus_outbox_depth", "gauge", "Posts in the outbox (due, leased or waiting).", ()),
     MetricDef(

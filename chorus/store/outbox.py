@@ -70,20 +70,26 @@ end
 """
 
 # KEYS: leased, due, inflight ; ARGV: prefix, now
-_EXPIRE = _UNLEASE_LIB + """
+_EXPIRE = (
+    _UNLEASE_LIB
+    + """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
 for _, id in ipairs(ids) do unlease(id) end
 return #ids
 """
+)
 
 # KEYS: leased, due, inflight ; ARGV: prefix, holder
-_RELEASE_HOLDER = _UNLEASE_LIB + """
+_RELEASE_HOLDER = (
+    _UNLEASE_LIB
+    + """
 local n = 0
 for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   if redis.call('HGET', ARGV[1] .. id, 'holder') == ARGV[2] then unlease(id); n = n + 1 end
 end
 return n
 """
+)
 
 # Done with an item (published, failed, cancelled). KEYS: item, due, leased, inflight ;
 # ARGV: post id, holder ('' = whoever holds it)

@@ -111,6 +111,4 @@ def revoke_app_password(info: DevnetInfo, account: DevnetAccount, name: str) -> 
 
 def set_password(info: DevnetInfo, did: str, password: str) -> None:
     """The PDS admin sets an account's main password (its refresh tokens are revoked with it)."""
-    _xrpc(
-        info, "com.atproto.admin.updateAccountPassword", {"did": did, "password": password}, admin=True
-    )
+    _xrpc(info, "com.atproto.admin.updateAccountPassword", {"did": did, "password": password}, admin=True)

@@ -93,7 +93,9 @@ async def test_a_send_whose_answer_was_lost_stays_marked(outbox: OutboxRepo) -> 
     assert kept.sending_since is not None and kept.attempts == 1 and kept.last_error == "timeout"
     await outbox.reschedule("job_s", "pub", now + 63, error="429", count_attempt=False)
     [cleared] = await outbox.claim("pub", now + 64, lease_s=30, batch=1)
-    assert cleared.sending_since is None and cleared.attempts == 1 and cleared.due_at == pytest.approx(now + 63)
+    assert (
+        cleared.sending_since is None and cleared.attempts == 1 and cleared.due_at == pytest.approx(now + 63)
+    )
 
 
 async def test_a_held_account_waits_without_losing_its_posts(outbox: OutboxRepo) -> None:

@@ -46,7 +46,9 @@ async def test_every_move_is_recorded_with_actor_time_and_reason(repo: PostRepo)
     assert history.transitions[-1].at >= before
 
 
-async def test_an_illegal_move_names_the_state_and_the_allowed_moves_and_changes_nothing(repo: PostRepo) -> None:
+async def test_an_illegal_move_names_the_state_and_the_allowed_moves_and_changes_nothing(
+    repo: PostRepo,
+) -> None:
     post = make_post(unique_id("illegal"))
     await repo.save(post)
     with pytest.raises(IllegalTransition) as refused:

@@ -19,6 +19,7 @@ import redis
 import schemathesis
 import uvicorn
 from hypothesis import HealthCheck, given, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from chorus.settings import Settings, load_settings
 from chorus.store.client import async_redis
@@ -319,6 +320,11 @@ def test_a_fuzzer_finds_no_response_the_schema_does_not_describe(edge_api: str, 
     # directory (Ray): the route tests beside this file cover them on the real Serve deployment.
     schema = schema.exclude(path_regex=r"(posts:generate|/v1/status|/readyz)$")
     schema = schema.exclude(method="DELETE", path="/v1/personas/{persona_id}")
+    # Adding, testing or re-authenticating an account logs in to the platform's server for real
+    # (tests talk to loopback only): tests/publishing/ cover them on the local AT Protocol network.
+    schema = schema.exclude(
+        path_regex=r"/accounts(/\{platform\}(:test|/credentials))?$", method=["POST", "PUT"]
+    )
     failures: list[str] = []
     for result in schema.get_all_operations():
         operation = result.ok()
@@ -332,11 +338,19 @@ def test_a_fuzzer_finds_no_response_the_schema_does_not_describe(edge_api: str, 
             database=None,
         )
         def check(case: Any) -> None:
-            if case.method == "PUT" and isinstance(case.body, dict) and case.path_parameters:
+            if (
+                case.method == "PUT"
+                and isinstance(case.body, dict)
+                and case.path == "/v1/personas/{persona_id}"
+            ):
                 # The one rule no JSON Schema can state, across path and body (the operation's
                 # description says it): PUT's body names the persona of its path.
                 case.body["id"] = case.path_parameters["persona_id"]
-            case.call_and_validate(headers=bearer(keys["admin"]), timeout=10)
+            # A schema-valid body may still break a rule that depends on stored data (an account
+            # or an engagement report on a platform the persona does not post to: 422 naming it).
+            case.call_and_validate(
+                headers=bearer(keys["admin"]), timeout=10, excluded_checks=[positive_data_acceptance]
+            )
 
         try:
             given(strategy)(check)()
