@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
-from chorus.publishing.text import PLATFORM_UNITS, length_in_unit
 from ray.actor import ActorHandle
 
 from actors.directory import get_directory
@@ -52,6 +51,7 @@ from chorus.models import (
 )
 from chorus.persona import PLATFORM_LIMITS, PersonaSpec, Platform
 from chorus.publishing.queue import PublishQueue
+from chorus.publishing.text import PLATFORM_UNITS, length_in_unit
 from chorus.settings import Settings
 from chorus.store.client import async_redis
 from chorus.store.engagement import EngagementRepo
