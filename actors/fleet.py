@@ -100,8 +100,9 @@ class Fleet:
             await get_gateway(self.settings).ping.remote()
             handle = get_directory(self.settings)
             await handle.start.remote()
-            # The publisher drains the outbox on its own; started with the fleet, restarted by Ray.
-            await get_publisher(self.settings).start.remote()
+            # The publisher drains the outbox on its own and starts itself (its __init__ queues its
+            # start): not awaited, so a fleet's first call (and /readyz) never waits on its process.
+            get_publisher(self.settings)
             self._directory = handle
         return self._directory
 

@@ -109,6 +109,13 @@ def _session_of(data: dict[str, Any]) -> dict[str, str]:
     return {k: str(data[k]) for k in _SESSION_FIELDS if k in data}
 
 
+def _unreachable(account: AccountRef, reason: str) -> InvalidAccount:
+    return InvalidAccount(
+        f"could not reach a Bluesky PDS at {account.service_url}: {reason}; check service_url",
+        field="service_url",
+    )
+
+
 def _rkey(uri: str) -> str:
     return uri.rsplit("/", 1)[-1]
 
@@ -165,6 +172,8 @@ class BlueskyAdapter:
             body={"identifier": account.handle, "password": account.credentials.secret.get_secret_value()},
         )
         if response.status_code != 200:
+            if response.status_code == 429 or response.status_code >= 500:
+                raise error_for(response)
             if response.status_code in (400, 401) and _body(response).get("error") in (
                 "AuthenticationRequired",
                 "AccountTakedown",
@@ -173,12 +182,10 @@ class BlueskyAdapter:
                 await self._sessions.clear(account.id)
                 raise NeedsReauth(_message(response))
             if response.status_code == 404 or not _body(response):
-                raise InvalidAccount(
-                    f"{account.service_url} does not answer as a Bluesky PDS (HTTP {response.status_code}); "
-                    "check service_url",
-                    field="service_url",
-                )
+                raise _unreachable(account, f"it answered HTTP {response.status_code} to createSession")
             raise error_for(response)
+        if "accessJwt" not in _body(response):
+            raise _unreachable(account, "its createSession answer has no session")
         data = _body(response)
         session = _session_of(data)
         await self._sessions.save(account.id, session)
@@ -249,7 +256,14 @@ class BlueskyAdapter:
 
     async def verify(self, account: AccountRef) -> str:
         """Log in (or reuse the account's session) and return its DID."""
-        response, session = await self._call(account, "GET", "com.atproto.server.getSession")
+        try:
+            response, session = await self._call(account, "GET", "com.atproto.server.getSession")
+        except (AmbiguousSend, RateLimited, NeedsReauth, InvalidAccount):
+            raise
+        except TransientError as exc:
+            # A connection refused while checking an account means the URL is wrong, not a fault
+            # worth retrying: the caller shows it to whoever typed the URL.
+            raise _unreachable(account, exc.message) from None
         if response.status_code != 200:
             raise error_for(response)
         return str(_body(response).get("did") or session["did"])
